@@ -1,0 +1,225 @@
+"""`flywheel` command line: topics, produce, tail, stack, up (also `python -m flywheel`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flywheel import catalogue
+from flywheel.bootstrap import build_codec
+from flywheel.errors import FlywheelError, InvalidEvent
+from flywheel.events import envelope, jsonable
+from flywheel.kafka import confluent_consumer_config, confluent_producer_config
+from flywheel.records import apply_assignment, with_defaults
+from flywheel.settings import FlywheelSettings
+
+EXIT_USAGE = 2
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_MOTO_PORT = 15000
+
+
+def _tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def _paint(text: str, colour: str) -> str:
+    codes = {"green": "32", "red": "31", "dim": "2", "bold": "1", "cyan": "36"}
+    return f"\033[{codes[colour]}m{text}\033[0m" if _tty() else text
+
+
+def cmd_topics(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    rows = [("TOPIC", "VALUE SCHEMA", "KEY", "PARTITIONS", "PRODUCER")]
+    rows += [(t.name, t.value_schema, t.key, str(t.partitions), t.producer) for t in catalogue.TOPICS]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        print(_paint(line, "bold") if n == 0 else line)
+    return 0
+
+
+def _topic_for(event: str, explicit: str | None) -> str:
+    if explicit:
+        catalogue.topic(explicit)
+        return explicit
+    short = event.rsplit(".", 1)[-1]
+    matches = [t for t in catalogue.TOPICS if t.value_schema == short]
+    if len(matches) != 1:
+        names = ", ".join(t.name for t in matches) or "none"
+        raise InvalidEvent(f"{short} travels on {names}: choose one with --topic")
+    return matches[0].name
+
+
+def build_record(codec: Any, event: str, assignments: list[str]) -> dict[str, Any]:
+    schema = codec.registry.schemas.event(event).expanded
+    record = with_defaults(schema)
+    record["envelope"] = envelope("cli")
+    for assignment in assignments:
+        apply_assignment(record, schema, assignment)
+    codec.validate(event, record)
+    return record
+
+
+def cmd_produce(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    from confluent_kafka import Producer
+
+    codec = build_codec(settings)
+    try:
+        topic = _topic_for(args.event, args.topic)
+        record = build_record(codec, args.event, args.set or [])
+    except (FlywheelError, KeyError) as exc:
+        print(f"flywheel produce: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    spec = catalogue.topic(topic)
+    key = str(record.get(spec.key) or "").encode() or None
+    value = codec.encode(args.event, record)
+    delivered: list[Any] = []
+    producer = Producer(confluent_producer_config(settings))
+    producer.produce(topic, value=value, key=key, on_delivery=lambda err, msg: delivered.append((err, msg)))
+    producer.flush(15)
+    err, msg = delivered[0] if delivered else ("not delivered within 15 s", None)
+    if err:
+        print(f"flywheel produce: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"topic": topic, "partition": msg.partition(), "offset": msg.offset(),
+                      "event_id": record["envelope"]["event_id"]}))
+    return 0
+
+
+def decode_line(codec: Any, msg: Any) -> dict[str, Any]:
+    head = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
+    try:
+        decoded = codec.decode(msg.value())
+    except FlywheelError as exc:
+        return {**head, "error": type(exc).__name__, "reason": str(exc)}
+    return {**head, "event": decoded.name.rsplit(".", 1)[-1], "value": jsonable(decoded.record)}
+
+
+def cmd_tail(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    from confluent_kafka import Consumer
+
+    catalogue.topic(args.topic)
+    codec = build_codec(settings)
+    group = f"flywheel-tail-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(confluent_consumer_config(settings, group, from_beginning=args.from_beginning))
+    consumer.subscribe([args.topic])
+    seen, idle_since = 0, time.monotonic()
+    try:
+        while args.n is None or seen < args.n:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                if args.idle_timeout and time.monotonic() - idle_since > args.idle_timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            line = decode_line(codec, msg)
+            text = json.dumps(line)
+            print(_paint(text, "red") if "error" in line else text, flush=True)
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_endpoints(stack: Any, extra: dict[str, str] | None = None) -> None:
+    print(_paint("Flywheel local stack is up", "green"))
+    print(f"  kafka      {stack.kafka_bootstrap}")
+    print(f"  aws (moto) {stack.aws_endpoint}  buckets: {stack.resources.data_bucket}, "
+          f"{stack.resources.artifact_bucket}")
+    for name, url in (extra or {}).items():
+        print(f"  {name:<10} {url}  ({url}/metrics)")
+    print(_paint("  export these to point the CLI at it:", "dim"))
+    for key in ("FLYWHEEL_KAFKA_BOOTSTRAP", "AWS_ENDPOINT_URL"):
+        print(f"    export {key}={stack.env()[key]}")
+    print(_paint("Ctrl-C stops everything.", "dim"), flush=True)
+
+
+def _stack(args: argparse.Namespace) -> Any:
+    from flywheel.localstack import LocalStack
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return LocalStack(kafka_port=args.kafka_port, moto_port=args.moto_port,
+                      external_kafka=args.external_kafka, log_dir=workdir)
+
+
+def cmd_stack(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    with _stack(args) as stack:
+        _print_endpoints(stack)
+        _wait_for_interrupt()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    from flywheel.platform import Platform
+
+    print(_paint("starting the local stack and the three services...", "dim"), flush=True)
+    with _stack(args) as stack, Platform(stack, Path(args.workdir), base_web_port=args.web_port) as platform:
+        _print_endpoints(stack, {name: p.url for name, p in platform.procs.items()})
+        if not args.exit_when_healthy:
+            _wait_for_interrupt()
+    return 0
+
+
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka-port", type=int, default=DEFAULT_KAFKA_PORT)
+    parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
+    parser.add_argument("--external-kafka", metavar="HOST:PORT", default=None,
+                        help="use this Kafka instead of starting Tansu")
+    parser.add_argument("--workdir", default=".flywheel", help="logs and state (default .flywheel)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="flywheel", description="Flywheel event-driven MLOps platform")
+    sub = root.add_subparsers(dest="command", required=True)
+    sub.add_parser("topics", help="list the topic catalogue").set_defaults(func=cmd_topics)
+    produce = sub.add_parser("produce", help="validate an event against its schema and send it")
+    produce.add_argument("event", help="event name, e.g. ModelMetricsObserved")
+    produce.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a field (dots for nesting)")
+    produce.add_argument("--topic", help="topic (needed when the event travels on several)")
+    produce.set_defaults(func=cmd_produce)
+    tail = sub.add_parser("tail", help="decode a topic to JSON lines")
+    tail.add_argument("topic")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--n", type=int, default=None, help="stop after N records")
+    tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
+    tail.set_defaults(func=cmd_tail)
+    stack = sub.add_parser("stack", help="start the local stack (Tansu + moto) until Ctrl-C")
+    _add_stack_options(stack)
+    stack.set_defaults(func=cmd_stack)
+    up = sub.add_parser("up", help="start the local stack and the three services until Ctrl-C")
+    _add_stack_options(up)
+    up.add_argument("--web-port", type=int, default=6066, help="first service web port (default 6066)")
+    up.add_argument("--exit-when-healthy", action="store_true", help="stop once everything answers")
+    up.set_defaults(func=cmd_up)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = FlywheelSettings()
+    except ValueError as exc:
+        print(f"flywheel: bad settings: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args, settings)
+    except KeyError as exc:
+        print(f"flywheel {args.command}: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE

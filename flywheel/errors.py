@@ -1,0 +1,27 @@
+"""Typed errors that the dead-letter helper turns into DeadLetter events."""
+
+from __future__ import annotations
+
+
+class FlywheelError(Exception):
+    """Base of every error Flywheel raises on purpose."""
+
+
+class CodecError(FlywheelError):
+    """A record could not be turned into an event; it belongs in the dead-letter topic."""
+
+
+class UnknownSchemaId(CodecError):
+    """The wire header names a schema no registry knows."""
+
+
+class UndecodableRecord(CodecError):
+    """The bytes are not a framed Avro record of the schema they claim."""
+
+
+class InvalidEvent(CodecError):
+    """A record was decoded, but its content breaks a rule of the consuming service."""
+
+
+class UnknownEventType(FlywheelError):
+    """An event name that has no schema in schemas/."""

@@ -1,0 +1,132 @@
+"""Faust app factory shared by the three services: Tansu-safe settings, metrics page, dead-letter routing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.transport import drivers
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+
+from flywheel.catalogue import TopicSpec, dead_letter_topic, topic
+from flywheel.codec import AvroCodec, Decoded
+from flywheel.deadletter import SourceRecord, dead_letter
+from flywheel.errors import CodecError
+from flywheel.events import ids
+from flywheel.settings import FlywheelSettings
+
+log = logging.getLogger(__name__)
+
+TRANSPORT_SCHEME = "flywheel"
+DEAD_LETTERS = Counter("flywheel_dead_letters_total", "Records sent to a dead-letter topic",
+                       ["service", "source_topic", "error_type"])
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust hard-codes fetch_max_wait_ms=1500 for workers; Tansu waits that long on every fetch."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = self.app.conf.flywheel_fetch_max_wait_ms  # read by Fetcher at start()
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class FlywheelTransport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+def register_transport() -> None:
+    drivers.TRANSPORTS.aliases[TRANSPORT_SCHEME] = f"{__name__}:FlywheelTransport"
+
+
+def make_app(service: str, settings: FlywheelSettings, **overrides: Any) -> faust.App:
+    """A Faust app wired only from `settings` (env={} keeps Faust from reading its own env names)."""
+    register_transport()
+    (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = dict(
+        broker=f"{TRANSPORT_SCHEME}://{settings.kafka_bootstrap}",
+        env={},
+        store="memory://",
+        datadir=str(settings.data_dir / service),
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=max(settings.kafka_session_timeout_s / 5, 0.5),
+        broker_rebalance_timeout=settings.kafka_session_timeout_s,
+        producer_linger=0.0,
+        producer_max_batch_size=1 if settings.one_record_per_batch else 16384,
+        producer_acks=-1,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        logging_config=None,
+    )
+    options.update(overrides)
+    app = faust.App(f"flywheel-{service}", **options)
+    app.conf.flywheel_fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    _add_pages(app)
+    return app
+
+
+def _add_pages(app: faust.App) -> None:
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "service": app.conf.id})
+
+
+def raw_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
+    """Topics carry framed Avro bytes; the codec, not Faust, decodes them, so bad bytes never crash an agent."""
+    return app.topic(spec.name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=spec.partitions)
+
+
+def raw_topics(app: faust.App, names: tuple[str, ...]) -> faust.TopicT:
+    """One Faust topic object over several catalogue topics (an agent that consumes them all)."""
+    if len(names) == 1:
+        return raw_topic(app, topic(names[0]))
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+class DeadLetters:
+    """Sends records a service cannot process to that service's dead-letter topic."""
+
+    def __init__(self, app: faust.App, codec: AvroCodec, service: str) -> None:
+        self.service = service
+        self.codec = codec
+        self.topic = raw_topic(app, dead_letter_topic(service))
+
+    async def send(self, source: SourceRecord, error: BaseException) -> None:
+        record = dead_letter(source, error, self.service)
+        DEAD_LETTERS.labels(self.service, source.topic, type(error).__name__).inc()
+        log.warning("dead-lettered %s/%s@%s: %s", source.topic, source.partition, source.offset, error,
+                    extra={**ids(record), "error_type": type(error).__name__})
+        await self.topic.send(key=source.topic.encode(), value=self.codec.encode("DeadLetter", record))
+
+
+def source_of(message: Any) -> SourceRecord:
+    return SourceRecord(message.topic, message.partition, message.offset, message.key, message.value)
+
+
+async def decoded(stream: Any, codec: AvroCodec, dead_letters: DeadLetters) -> AsyncIterator[tuple[Any, Decoded]]:
+    """Decode each record of a raw stream; undecodable ones go to the dead-letter topic, the rest are yielded."""
+    async for event in stream.events():
+        message = event.message
+        try:
+            item = codec.decode(message.value)
+        except CodecError as exc:
+            await dead_letters.send(source_of(message), exc)
+            continue
+        yield message, item

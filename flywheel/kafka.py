@@ -1,0 +1,41 @@
+"""Kafka client configuration from settings, for confluent-kafka (CLI, local stack, tools) and aiokafka."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flywheel.settings import FlywheelSettings
+
+
+def confluent_security(settings: FlywheelSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = {"security.protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    return conf
+
+
+def confluent_producer_config(settings: FlywheelSettings) -> dict[str, Any]:
+    conf = {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", **confluent_security(settings)}
+    if settings.one_record_per_batch:
+        # Tansu advances the high watermark by one per batch, not per record (BRIEF.md).
+        conf |= {"linger.ms": 0, "batch.num.messages": 1}
+    return conf
+
+
+def confluent_consumer_config(settings: FlywheelSettings, group_id: str, *, from_beginning: bool) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group_id,
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": min(settings.kafka_fetch_max_wait_ms, 500),
+        "session.timeout.ms": int(settings.kafka_session_timeout_s * 1000),
+        **confluent_security(settings),
+    }
+
+
+def aiokafka_producer_config(settings: FlywheelSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap, "acks": "all", "linger_ms": 0}
+    if settings.one_record_per_batch:
+        conf["max_batch_size"] = 1
+    return conf

@@ -1,0 +1,33 @@
+"""What every service's __main__ does: read settings, configure logs, build the app, run a Faust worker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from flywheel import logs
+from flywheel.settings import FlywheelSettings
+
+EXIT_CONFIG = 78  # EX_CONFIG: bad configuration, do not restart-loop blindly
+
+
+def run_service(name: str, load_settings: Callable[[], FlywheelSettings],
+                create_app: Callable[[Any], faust.App]) -> None:
+    """Start a worker; a bad setting fails here, naming the field, before anything connects."""
+    try:
+        settings = load_settings()
+    except (ValidationError, ValueError) as exc:
+        print(f"flywheel-{name}: invalid configuration:\n{exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    logs.configure(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    logging.getLogger(name).info("starting", extra={"service": name, "kafka": settings.kafka_bootstrap,
+                                                    "web_port": settings.web_port})
+    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False,
+                          override_logging=False, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,9 @@
+"""Ingest settings (FLYWHEEL_* environment variables)."""
+
+from __future__ import annotations
+
+from flywheel.settings import FlywheelSettings
+
+
+class IngestSettings(FlywheelSettings):
+    pass

@@ -1,0 +1,1 @@
+"""Orchestrator: decides when to fine-tune and runs the training workflow."""

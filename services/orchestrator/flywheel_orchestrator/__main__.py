@@ -1,0 +1,11 @@
+from flywheel.service import run_service
+from flywheel_orchestrator.app import SERVICE, create_app
+from flywheel_orchestrator.settings import OrchestratorSettings
+
+
+def main() -> None:
+    run_service(SERVICE, OrchestratorSettings, create_app)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Shared fixtures. Tiers are markers given by folder: tests/unit -> unit, tests/integration -> integration..."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "contract", "integration", "e2e", "fault", "deploy")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One Tansu + moto for the whole session, on free loopback ports; topics, buckets, S3->SQS wired."""
+    from flywheel.localstack import LocalStack
+
+    logs = tmp_path_factory.mktemp("stack-logs")
+    with LocalStack(external_kafka=os.environ.get("FLYWHEEL_TEST_EXTERNAL_KAFKA"), log_dir=logs) as running:
+        yield running
+
+
+@pytest.fixture
+def stack_env(stack: object, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this test's process (settings, boto3) at the session stack."""
+    env = stack.env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
