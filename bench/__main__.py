@@ -1,4 +1,4 @@
-"""Run every benchmark module named in BENCHES and rewrite docs/benchmarks.md with the results.
+"""Run benchmark modules, keep each one's results in bench/results/<name>.json, rewrite docs/benchmarks.md.
 
     python -m bench                 # all, full size
     python -m bench --only codec    # one
@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import os
 import platform
 import subprocess
@@ -21,7 +23,9 @@ from bench.common import BenchResult
 
 # Each module exposes run(quick: bool) -> BenchResult | list[BenchResult].
 BENCHES = ["codec", "ingest", "orchestrator", "monitor", "platform"]
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "bench" / "results"
 
 
 def machine_facts() -> list[str]:
@@ -32,20 +36,37 @@ def machine_facts() -> list[str]:
             f"- cpu: {cpu}, {os.cpu_count()} cores; python {platform.python_version()}"]
 
 
-def render(results: list[BenchResult], argv: list[str]) -> str:
-    out = ["# Benchmarks", "", "Written by `python -m bench` (`make bench`); rerun it to reproduce every figure.",
-           f"Last run: `python -m bench {' '.join(argv)}`".rstrip() + "", "", *machine_facts(), ""]
-    for res in results:
-        out += [f"## {res.title}", "", f"Command: `{res.command}`", ""]
-        if res.goal:
-            out += [f"Goal: {res.goal}" + (f" — **{res.verdict}**" if res.verdict else ""), ""]
-        if res.rows:
-            cols = list(res.rows[0])
-            out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            out += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in res.rows]
-            out.append("")
-        out += [f"- {n}" for n in res.notes] + ([""] if res.notes else [])
+def save(name: str, results: list[BenchResult]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"machine": machine_facts(), "results": [dataclasses.asdict(r) for r in results]}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def render() -> str:
+    """docs/benchmarks.md from every saved result, in BENCHES order; each section says when it ran."""
+    out = ["# Benchmarks", "", "Written by `python -m bench` (`make bench`), which runs every benchmark and",
+           "rewrites this page; `python -m bench --only NAME` reruns one section. Ratios compare figures",
+           "measured in the same run, as these machines are noisy.", ""]
+    for name in BENCHES:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        payload = json.loads(path.read_text())
+        for raw in payload["results"]:
+            out += _section(BenchResult(**raw), payload["machine"])
     return "\n".join(out)
+
+
+def _section(res: BenchResult, machine: list[str]) -> list[str]:
+    out = [f"## {res.title}", "", f"Command: `{res.command}`", "", *machine, ""]
+    if res.goal:
+        out += [f"Goal: {res.goal}" + (f" — **{res.verdict}**" if res.verdict else ""), ""]
+    if res.rows:
+        cols = list(res.rows[0])
+        out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in res.rows]
+        out.append("")
+    return out + [f"- {n}" for n in res.notes] + ([""] if res.notes else [])
 
 
 def _fmt(value: object) -> str:
@@ -60,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=BENCHES)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    results: list[BenchResult] = []
     for name in args.only or BENCHES:
         try:
             module = importlib.import_module(f"bench.{name}")
@@ -70,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         print(f"bench {name}: running...", file=sys.stderr, flush=True)
         out = module.run(quick=args.quick)
-        results += out if isinstance(out, list) else [out]
+        save(name, out if isinstance(out, list) else [out])
         print(f"bench {name}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
-    DOC.write_text(render(results, argv) + "\n")
-    print(f"wrote {DOC.relative_to(Path.cwd()) if DOC.is_relative_to(Path.cwd()) else DOC}")
+    DOC.write_text(render() + "\n")
+    print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 
 
