@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from flywheel.catalogue import TopicSpec, dead_letter_topic, topic
 from flywheel.codec import AvroCodec, Decoded
 from flywheel.deadletter import SourceRecord, dead_letter
-from flywheel.errors import CodecError
+from flywheel.errors import CodecError, InvalidEvent
 from flywheel.events import ids
 from flywheel.settings import FlywheelSettings
 
@@ -120,12 +120,21 @@ def source_of(message: Any) -> SourceRecord:
     return SourceRecord(message.topic, message.partition, message.offset, message.key, message.value)
 
 
+def decode_for_topic(codec: AvroCodec, topic_name: str, value: bytes) -> Decoded:
+    """Decode, and insist the record is the catalogue's schema for its topic (a stray event is an error too)."""
+    item = codec.decode(value)
+    expected = topic(topic_name).value_schema
+    if item.name.rsplit(".", 1)[-1] != expected:
+        raise InvalidEvent(f"topic {topic_name} carries {expected}, got a {item.name}")
+    return item
+
+
 async def decoded(stream: Any, codec: AvroCodec, dead_letters: DeadLetters) -> AsyncIterator[tuple[Any, Decoded]]:
-    """Decode each record of a raw stream; undecodable ones go to the dead-letter topic, the rest are yielded."""
+    """Decode each record of a raw stream; undecodable or wrong-schema ones go to the dead-letter topic."""
     async for event in stream.events():
         message = event.message
         try:
-            item = codec.decode(message.value)
+            item = decode_for_topic(codec, message.topic, message.value)
         except CodecError as exc:
             await dead_letters.send(source_of(message), exc)
             continue
