@@ -70,6 +70,7 @@ def cmd_produce(args: argparse.Namespace, settings: FlywheelSettings) -> int:
 
     codec = build_codec(settings)
     try:
+        codec.registry.schemas.event(args.event)  # an unknown event is named as such, not as "travels on none"
         topic = _topic_for(args.event, args.topic)
         record = build_record(codec, args.event, args.set or [])
     except (FlywheelError, KeyError) as exc:
@@ -100,6 +101,16 @@ def decode_line(codec: Any, msg: Any) -> dict[str, Any]:
     return {**head, "event": decoded.name.rsplit(".", 1)[-1], "value": jsonable(decoded.record)}
 
 
+def _assign_all_partitions(consumer: Any, topic: str, from_beginning: bool) -> None:
+    """Read every partition without joining a group: a join costs half the session timeout on Tansu, which
+    `--idle-timeout` would count as idle time, and a read-only tool has no offsets to share anyway."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, start) for p in sorted(partitions)])
+
+
 def cmd_tail(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     from confluent_kafka import Consumer
 
@@ -107,7 +118,7 @@ def cmd_tail(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     codec = build_codec(settings)
     group = f"flywheel-tail-{uuid.uuid4().hex[:8]}"
     consumer = Consumer(confluent_consumer_config(settings, group, from_beginning=args.from_beginning))
-    consumer.subscribe([args.topic])
+    _assign_all_partitions(consumer, args.topic, args.from_beginning)
     seen, idle_since = 0, time.monotonic()
     try:
         while args.n is None or seen < args.n:
@@ -177,6 +188,19 @@ def cmd_up(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    from flywheel import demo
+
+    return demo.run(args)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka-port", type=int, default=DEFAULT_KAFKA_PORT)
     parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
@@ -208,6 +232,14 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--web-port", type=int, default=6066, help="first service web port (default 6066)")
     up.add_argument("--exit-when-healthy", action="store_true", help="stop once everything answers")
     up.set_defaults(func=cmd_up)
+    demo = sub.add_parser("demo", help="the whole loop on the local stack, with a timeline (make run)")
+    demo.add_argument("--examples", type=int, default=500, help="labelled examples per dataset version")
+    demo.add_argument("--train-timeout", type=float, default=420.0, help="seconds to wait for each fine-tune")
+    demo.add_argument("--keep-running", action="store_true", help="leave the platform up afterwards")
+    demo.add_argument("--workdir", default=".flywheel/demo", help="logs and state")
+    demo.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE",
+                      help="extra environment for the services")
+    demo.set_defaults(func=cmd_demo)
     return root
 
 

@@ -50,6 +50,8 @@ class AvroCodec:
 
     def decode(self, data: bytes) -> Decoded:
         """Decode framed bytes; raises UnknownSchemaId or UndecodableRecord, never anything else."""
+        if not isinstance(data, bytes | bytearray | memoryview):  # e.g. a tombstone's None value
+            raise UndecodableRecord(f"expected framed Avro bytes, got {type(data).__name__}")
         info = self.registry.resolve(data)
         buf = BytesIO(data)
         buf.seek(info.header_len)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def now_ms() -> int:
@@ -34,9 +37,13 @@ def ids(record: dict[str, Any]) -> dict[str, str | None]:
 
 
 def to_millis(value: datetime | int | float) -> int:
-    """Timestamps decode as datetimes; arithmetic wants epoch milliseconds."""
+    """Timestamps decode as datetimes; arithmetic wants epoch milliseconds (a naive datetime is UTC).
+
+    Integer arithmetic on purpose: `int(dt.timestamp() * 1000)` is one millisecond short for some values.
+    """
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH) // _ONE_MS
     return int(value)
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from flywheel.errors import InvalidEvent
+from flywheel.events import to_millis
 
 
 def _branches(ftype: Any) -> list[Any]:
@@ -35,7 +36,7 @@ def _timestamp(path: str, raw: str) -> int:
     if raw.lstrip("-").isdigit():
         return int(raw)
     try:
-        return int(datetime.fromisoformat(raw).timestamp() * 1000)
+        return to_millis(datetime.fromisoformat(raw))
     except ValueError:
         raise InvalidEvent(f"field {path!r}: {raw!r} is neither epoch millis nor an ISO 8601 time") from None
 

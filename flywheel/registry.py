@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flywheel.errors import UndecodableRecord, UnknownSchemaId
+from flywheel.errors import UndecodableRecord, UnknownEventType, UnknownSchemaId
 from flywheel.schemas import SchemaSet, SchemaVersion
 
 CONFLUENT_MAGIC = 0
@@ -23,6 +23,8 @@ GLUE_HEADER_VERSION = 3
 GLUE_NO_COMPRESSION = 0
 CONFLUENT_HEADER_LEN = 5
 GLUE_HEADER_LEN = 18
+# Glue's name for Avro's BACKWARD_TRANSITIVE: every version must read data written by all earlier ones.
+GLUE_COMPATIBILITY = "BACKWARD_ALL"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _bad_header(data: bytes, expected: str) -> str:
 
 
 class GlueRegistry:
-    """AWS Glue Schema Registry adapter: registers schemas (BACKWARD_TRANSITIVE) and frames with version UUIDs."""
+    """AWS Glue Schema Registry adapter: registers schemas (BACKWARD_ALL) and frames with version UUIDs."""
 
     def __init__(self, schemas: SchemaSet, glue_client: Any, registry_name: str) -> None:
         self.schemas = schemas
@@ -136,7 +138,7 @@ class GlueRegistry:
                 RegistryId={"RegistryName": self._registry},
                 SchemaName=version.name,
                 DataFormat="AVRO",
-                Compatibility="BACKWARD_TRANSITIVE",
+                Compatibility=GLUE_COMPATIBILITY,
                 SchemaDefinition=definition,
             )
             return uuid.UUID(created["SchemaVersionId"])
@@ -154,7 +156,11 @@ class GlueRegistry:
         except self._glue.exceptions.EntityNotFoundException:
             raise UnknownSchemaId(f"schema version {version_id} is not in Glue registry {self._registry}") from None
         writer = SchemaVersion(_name_from_arn(found["SchemaArn"]), json.loads(found["SchemaDefinition"]))
-        return _writer_info(writer, self.schemas.event(writer.name), GLUE_HEADER_LEN)
+        try:
+            current = self.schemas.event(writer.name)
+        except UnknownEventType:  # another schema of the registry: this consumer cannot read it
+            raise UnknownSchemaId(f"schema version {version_id} is {writer.name}, not a Flywheel event") from None
+        return _writer_info(writer, current, GLUE_HEADER_LEN)
 
 
 def _name_from_arn(arn: str) -> str:
