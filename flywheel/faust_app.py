@@ -16,6 +16,7 @@ from flywheel.codec import AvroCodec, Decoded
 from flywheel.deadletter import SourceRecord, dead_letter
 from flywheel.errors import CodecError, InvalidEvent
 from flywheel.events import ids
+from flywheel.msk import faust_auth
 from flywheel.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def make_app(service: str, settings: FlywheelSettings, **overrides: Any) -> faus
         topic_allow_declare=True,
         topic_disable_leader=True,
         logging_config=None,
+        **faust_auth(settings),
     )
     options.update(overrides)
     app = faust.App(f"flywheel-{service}", **options)

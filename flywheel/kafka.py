@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flywheel.msk import aiokafka_auth, confluent_auth
 from flywheel.settings import FlywheelSettings
 
 
 def confluent_security(settings: FlywheelSettings) -> dict[str, Any]:
-    conf: dict[str, Any] = {"security.protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-    return conf
+    """TLS and SASL options; MSK IAM adds an oauth_cb that signs tokens (flywheel/msk.py)."""
+    return confluent_auth(settings)
 
 
 def confluent_producer_config(settings: FlywheelSettings) -> dict[str, Any]:
@@ -35,7 +34,8 @@ def confluent_consumer_config(settings: FlywheelSettings, group_id: str, *, from
 
 
 def aiokafka_producer_config(settings: FlywheelSettings) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap, "acks": "all", "linger_ms": 0}
+    conf: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap, "acks": "all", "linger_ms": 0,
+                            **aiokafka_auth(settings)}
     if settings.one_record_per_batch:
         conf["max_batch_size"] = 1
     return conf

@@ -5,10 +5,14 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+# Kafka security protocols the clients accept; profile=eks allows only SASL_SSL (MSK IAM over TLS).
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 class Profile(StrEnum):
@@ -38,7 +42,8 @@ class FlywheelSettings(BaseSettings):
     kafka_fetch_max_wait_ms: int = 1500
     kafka_session_timeout_s: float = 10.0
     kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    # Under SASL_* it defaults to OAUTHBEARER, the one mechanism wired (MSK IAM, flywheel/msk.py).
+    kafka_sasl_mechanism: str | None = Field(default=None, validate_default=True)
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
     schema_dir: Path = REPO_SCHEMA_DIR
@@ -59,10 +64,29 @@ class FlywheelSettings(BaseSettings):
             raise ValueError("kafka_fetch_max_wait_ms must be >= 1")
         return value
 
+    @field_validator("kafka_security_protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value.upper() not in KAFKA_PROTOCOLS:
+            raise ValueError(f"kafka_security_protocol must be one of {', '.join(KAFKA_PROTOCOLS)}")
+        return value.upper()
+
+    @field_validator("kafka_sasl_mechanism")
+    @classmethod
+    def _sasl_means_msk_iam(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # MSK IAM (OAUTHBEARER) is the one SASL mechanism the clients are wired for (flywheel/msk.py).
+        if not str(info.data.get("kafka_security_protocol", "")).startswith("SASL_"):
+            return value
+        mechanism = (value or "OAUTHBEARER").upper()
+        if mechanism != "OAUTHBEARER":
+            raise ValueError(f"kafka_sasl_mechanism={mechanism} is not supported: use OAUTHBEARER (MSK IAM)")
+        return mechanism
+
     @model_validator(mode="after")
     def _eks_refuses_plaintext(self) -> FlywheelSettings:
-        if self.profile is Profile.EKS and self.kafka_security_protocol.upper() == "PLAINTEXT":
-            raise ValueError("profile=eks refuses kafka_security_protocol=PLAINTEXT: MSK needs SASL_SSL")
+        if self.profile is Profile.EKS and self.kafka_security_protocol != "SASL_SSL":
+            raise ValueError(f"profile=eks refuses kafka_security_protocol={self.kafka_security_protocol}: "
+                             "MSK needs SASL_SSL (TLS with IAM auth)")
         return self
 
     @property
