@@ -1,0 +1,99 @@
+"""Edges to AWS: the S3 object store and the SQS notification queue (boto3, blocking: call from threads)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from flywheel_ingest.ids import clean_etag
+from flywheel_ingest.layout import ObjectSeen
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+def _listed(bucket: str, item: dict[str, Any]) -> ObjectSeen:
+    return ObjectSeen(bucket, item["Key"], clean_etag(item["ETag"]), int(item["Size"]),
+                      int(item["LastModified"].timestamp() * 1000))
+
+
+class S3Store:
+    """The ObjectStore port on an S3 client."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [_listed(bucket, item) for page in pages for item in page.get("Contents", [])]
+
+    def list_page(self, bucket: str, prefix: str, start_after: str, max_keys: int) -> tuple[list[ObjectSeen], bool]:
+        """One ListObjectsV2 page after `start_after`; the flag says whether more follow."""
+        kwargs = {"StartAfter": start_after} if start_after else {}
+        page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=max_keys, **kwargs)
+        return [_listed(bucket, item) for item in page.get("Contents", [])], bool(page.get("IsTruncated"))
+
+    def chunks(self, bucket: str, key: str, chunk_bytes: int) -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            yield from body.iter_chunks(chunk_bytes)
+        finally:
+            body.close()  # a rejected object is not read to its end
+
+    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise
+        with body:
+            return json.loads(body.read())
+
+    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
+        self.client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=1).encode(),
+                               ContentType="application/json")
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise
+        return True
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    receipt: str
+    body: str
+
+
+class SqsQueue:
+    """S3 event notifications, received with a short long-poll so a new object is seen within milliseconds."""
+
+    def __init__(self, client: Any, url: str, wait_s: int, visibility_s: int, max_messages: int) -> None:
+        self.client, self.url = client, url
+        self.wait_s, self.visibility_s, self.max_messages = wait_s, visibility_s, max_messages
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    def receive(self) -> list[QueueMessage]:
+        reply = self.client.receive_message(QueueUrl=self.url, MaxNumberOfMessages=self.max_messages,
+                                            WaitTimeSeconds=self.wait_s, VisibilityTimeout=self.visibility_s)
+        return [QueueMessage(m["MessageId"], m["ReceiptHandle"], m["Body"]) for m in reply.get("Messages", [])]
+
+    def delete(self, receipts: list[str]) -> int:
+        """Delete in batches of ten; returns how many SQS refused (stale receipts after a redelivery)."""
+        failed, receipts = 0, list(dict.fromkeys(receipts))
+        for start in range(0, len(receipts), 10):
+            batch = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(receipts[start:start + 10])]
+            failed += len(self.client.delete_message_batch(QueueUrl=self.url, Entries=batch).get("Failed", []))
+        return failed
