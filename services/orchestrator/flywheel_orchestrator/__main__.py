@@ -1,3 +1,5 @@
+"""Orchestrator: decides when to fine-tune and runs the training workflow (`flywheel-orchestrator`)."""
+
 from flywheel.service import run_service
 from flywheel_orchestrator.app import SERVICE, create_app
 from flywheel_orchestrator.settings import OrchestratorSettings

@@ -1,0 +1,132 @@
+"""Orchestrator benchmarks: decision latency (DatasetVersionReady -> TrainingRunStarted) and the local
+fine-tune of the demo task (500 examples) through the training entry point and through the whole service."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+
+from bench.common import BenchResult, percentile
+from flywheel.bootstrap import build_codec
+from flywheel.demodata import make_examples
+from flywheel.events import to_millis
+from flywheel.localstack import LocalStack
+from flywheel.platform import Platform
+from flywheel.settings import FlywheelSettings
+from flywheel_orchestrator import seed
+from flywheel_orchestrator.settings import DEFAULT_ENTRY_POINT, OrchestratorSettings
+from flywheel_orchestrator.topics import PRODUCES
+
+COMMAND = "python -m bench --only orchestrator"
+FAIL_FAST = "import sys\nsys.exit(3)\n"  # latency runs only need the decision, not a fine-tune
+
+
+def run(quick: bool = False) -> list[BenchResult]:
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(log_dir=Path(tmp)) as stack:
+        os.environ.update(stack.env())
+        latency = decision_latency(stack, Path(tmp), samples=10 if quick else 50)
+        service = service_fine_tune(stack, Path(tmp))
+    return [latency, entry_point_fine_tune(service)]
+
+
+def _publish(settings, codec, s3, model_id: str, version: str, examples: list[dict]) -> dict:
+    uri, manifest = seed.put_dataset(s3, "flywheel-data", model_id, version, examples)
+    record = seed.dataset_ready(uri, manifest)
+    seed.produce(settings, codec, "dataset.version-ready", "DatasetVersionReady", record)
+    return record
+
+
+def decision_latency(stack: LocalStack, tmp: Path, samples: int) -> BenchResult:
+    script = tmp / "fail_fast.py"
+    script.write_text(FAIL_FAST)
+    env = {"FLYWHEEL_POLICY": json.dumps({"debounce_s": 0}), "FLYWHEEL_TRAINING_ENTRY_POINT": str(script),
+           "FLYWHEEL_MODELS": json.dumps([f"lat-{i}" for i in range(samples + 1)])}
+    settings, s3 = FlywheelSettings(), boto3.client("s3")
+    codec = build_codec(settings)
+    inbound, end_to_end = [], []
+    watch = seed.Watcher(settings, codec, None, ("training.run-started",))
+    with Platform(stack, tmp / "latency", services=("orchestrator",), extra_env=env):
+        # Sample 0 is a warm-up (healthy is not yet "partitions assigned"); it is left out of the figures.
+        for i in range(samples + 1):
+            ready = _publish(settings, codec, s3, f"lat-{i}", "v1", make_examples(8, seed=i))
+            events = watch.wait_for(lambda ev, n=i: len(ev) == n + 1, timeout_s=60)
+            _, started, received_ms = events[i]
+            sent_ms = to_millis(ready["envelope"]["occurred_at"])
+            if i == 0:
+                continue
+            inbound.append(to_millis(started.record["envelope"]["occurred_at"]) - sent_ms)
+            end_to_end.append(received_ms - sent_ms)
+    watch.close()
+    p50 = percentile(inbound, 50)
+    return BenchResult(
+        title="Orchestrator decision latency: DatasetVersionReady -> TrainingRunStarted",
+        command=COMMAND, goal="p50 <= 200 ms with debounce 0",
+        verdict=f"{'met' if p50 <= 200 else 'missed'}: p50 {p50:.0f} ms",
+        rows=[{"measure": "produced -> Started emitted (occurred_at)", "p50_ms": p50,
+               "p99_ms": percentile(inbound, 99), "samples": samples},
+              {"measure": "produced -> Started consumed by a client", "p50_ms": percentile(end_to_end, 50),
+               "p99_ms": percentile(end_to_end, 99), "samples": samples}],
+        notes=["One orchestrator process on Tansu + moto (FLYWHEEL_KAFKA_FETCH_MAX_WAIT_MS=10), debounce 0; "
+               "one dataset version at a time, each for its own model; the run itself is a script that exits "
+               "at once (the decision is measured, not the training).",
+               "TrainingRunStarted is sent before the workflow starts, so flytekit and the job start-up are "
+               "not on this path."])
+
+
+def service_fine_tune(stack: LocalStack, tmp: Path) -> dict:
+    """The demo dataset through the service: DatasetVersionReady -> ModelVersionRegistered (a real fine-tune)."""
+    settings, s3 = FlywheelSettings(), boto3.client("s3")
+    codec = build_codec(settings)
+    env = {"FLYWHEEL_POLICY": json.dumps({"debounce_s": 0}), "FLYWHEEL_MODELS": json.dumps(["support-intent"])}
+    with Platform(stack, tmp / "fine-tune", services=("orchestrator",), extra_env=env):
+        watch = seed.Watcher(settings, codec, "support-intent", PRODUCES)
+        ready = _publish(settings, codec, s3, "support-intent", "v1", make_examples(500, seed=7))
+        events = watch.wait_for(lambda ev: any(t == "model.version-registered" for t, _, _ in ev), timeout_s=900)
+        watch.close()
+    registered = next(e.record for t, e, _ in events if t == "model.version-registered")
+    took = (next(ms for t, _, ms in events if t == "model.version-registered")
+            - to_millis(ready["envelope"]["occurred_at"])) / 1000
+    return {"wall_s": took, "accuracy": registered["metrics"]["accuracy"],
+            "baseline": registered["baseline_metrics"]["accuracy"]}
+
+
+def entry_point_fine_tune(service: dict) -> BenchResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "train").mkdir()
+        (root / "train" / "data.jsonl").write_text("".join(json.dumps(e) + "\n" for e in make_examples(500, seed=7)))
+        env = {**os.environ, "SM_CHANNEL_TRAIN": str(root / "train"), "SM_MODEL_DIR": str(root / "model"),
+               "SM_OUTPUT_DATA_DIR": str(root / "out"), "SM_OUTPUT_DIR": str(root / "out"),
+               "SM_HPS": json.dumps(OrchestratorSettings().hyperparameters), "HF_HUB_OFFLINE": "1"}
+        load_before = os.getloadavg()[0]
+        started = time.monotonic()
+        subprocess.run([sys.executable, str(DEFAULT_ENTRY_POINT)], env=env, check=True, capture_output=True)
+        wall = time.monotonic() - started
+        load_after = os.getloadavg()[0]
+        metrics = json.loads((root / "out" / "metrics.json").read_text())
+    after, before = metrics["metrics"]["accuracy"], metrics["baseline_metrics"]["accuracy"]
+    return BenchResult(
+        title="Local fine-tune of all-MiniLM-L6-v2 on the demo task (500 examples)",
+        command=COMMAND, goal="wall <= 30 s; held-out accuracy from about chance to >= 0.95",
+        verdict=f"{'met' if wall <= 30 else 'missed'}: {wall:.1f} s; "
+                f"{'met' if after >= 0.95 else 'missed'}: {before:.2f} -> {after:.2f}",
+        rows=[{"path": "services/training/train.py as a subprocess (SM_* env)", "wall_s": wall,
+               "train_s": metrics["timings_s"]["train"], "accuracy_before": before, "accuracy_after": after,
+               "macro_f1_after": metrics["metrics"]["macro_f1"]},
+              {"path": "orchestrator service: DatasetVersionReady -> ModelVersionRegistered", "wall_s": service["wall_s"],
+               "train_s": "n/a", "accuracy_before": service["baseline"], "accuracy_after": service["accuracy"],
+               "macro_f1_after": "n/a"}],
+        notes=[f"Hyperparameters (the service defaults): {OrchestratorSettings().hyperparameters}; 400 train / "
+               "100 held-out rows; attn eager, 1 torch thread, CPU.",
+               "Wall time includes interpreter start, torch/transformers import and model load; the service row "
+               "adds S3 download/upload of the 91 MB model, the Flyte workflow and two Kafka hops.",
+               f"The machine is shared (2 cores); 1-minute load average {load_before:.1f} before and "
+               f"{load_after:.1f} after the entry-point run. Uncontended, the same run took 21 s wall, 13 s "
+               "training (measured by hand, not by this command); figures move by many seconds with load."])

@@ -1,0 +1,58 @@
+"""Where the workflow executes: in this process (embedded default) or on a Flyte cluster (by configuration)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Protocol
+
+from flywheel_orchestrator.domain import RunSpec
+
+
+class Engine(Protocol):
+    def execute(self, spec: RunSpec, hyperparameters: dict[str, str]) -> Any:
+        """Run the workflow for `spec` to its end (blocking: call it from a worker thread)."""
+
+
+def workflow_inputs(spec: RunSpec, hyperparameters: dict[str, str]) -> dict[str, Any]:
+    tags = {"flywheel:run_id": spec.run_id, "flywheel:model_id": spec.model_id,
+            "flywheel:correlation_id": spec.correlation_id, "flywheel:trigger": spec.kind.value,
+            "flywheel:dataset_version_id": spec.dataset_version_id}
+    return {"run_id": spec.run_id, "model_id": spec.model_id, "manifest_uri": spec.manifest_uri,
+            "hyperparameters": dict(hyperparameters), "tags": tags}
+
+
+class LocalEngine:
+    """flytekit local execution: the same workflow object, run in-process."""
+
+    def execute(self, spec: RunSpec, hyperparameters: dict[str, str]) -> Any:
+        from flywheel_orchestrator.workflow import training_workflow  # flytekit loads in the worker thread
+
+        return training_workflow(**workflow_inputs(spec, hyperparameters))
+
+
+class FlyteRemoteEngine:
+    """The registered launch plan on a Flyte cluster; the execution is named after the run, so it is idempotent."""
+
+    LAUNCH_PLAN = "flywheel_orchestrator.workflow.training_workflow"
+
+    def __init__(self, endpoint: str, project: str, domain: str, version: str) -> None:
+        self.endpoint, self.project, self.domain, self.version = endpoint, project, domain, version
+
+    def execute(self, spec: RunSpec, hyperparameters: dict[str, str]) -> Any:
+        from flytekit.configuration import Config
+        from flytekit.exceptions.user import FlyteEntityAlreadyExistsException
+        from flytekit.remote import FlyteRemote
+
+        remote = FlyteRemote(Config.for_endpoint(self.endpoint), default_project=self.project,
+                             default_domain=self.domain)
+        plan = remote.fetch_launch_plan(name=self.LAUNCH_PLAN, version=self.version)
+        # Flyte wants short execution names; a digest of the run id keeps the name deterministic.
+        name = "f" + hashlib.sha256(spec.run_id.encode()).hexdigest()[:19]
+        try:
+            execution = remote.execute(plan, workflow_inputs(spec, hyperparameters), execution_name=name)
+        except FlyteEntityAlreadyExistsException:
+            execution = remote.fetch_execution(name=name)
+        execution = remote.wait(execution)
+        if execution.error is not None:
+            raise RuntimeError(execution.error.message)
+        return execution.outputs["o0"]

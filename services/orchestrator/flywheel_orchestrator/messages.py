@@ -1,0 +1,90 @@
+"""Avro records <-> domain objects, and the events the orchestrator produces (pure: no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flywheel.errors import InvalidEvent
+from flywheel.events import envelope, to_millis
+from flywheel_orchestrator.domain import DatasetRef, RunSpec, Trigger
+from flywheel_orchestrator.policy import Kind
+
+PRODUCER = "orchestrator"
+_EVIDENCE = ("model_version", "rule", "metric", "aggregation", "comparator", "observed_value", "threshold",
+             "sample_size", "detail")
+
+
+def dataset_ref(record: dict[str, Any]) -> DatasetRef:
+    return DatasetRef(
+        model_id=record["model_id"], version_id=record["dataset_version_id"],
+        manifest_uri=record["manifest_uri"], row_count=int(record["row_count"]),
+        objects=tuple((o["key"], o["etag"], int(o.get("rows") or 0)) for o in record["objects"]),
+        landed_at_ms=to_millis(record["first_object_at"]))
+
+
+def trigger_of(name: str, topic: str, record: dict[str, Any], now_ms: int) -> Trigger:
+    """A trigger from a consumed event; a retrain request that names no retrain kind is invalid."""
+    common = {"model_id": record["model_id"], "event_id": record["envelope"]["event_id"],
+              "causation": record["envelope"], "received_at_ms": now_ms}
+    if name.endswith("DatasetVersionReady"):
+        return Trigger(kind=Kind.NEW_DATA, dataset=dataset_ref(record), **common)
+    kind = Kind.MANUAL if topic == "retrain.manual-requested" else _retrain_kind(record.get("trigger"))
+    evidence = {k: str(record[k]) for k in _EVIDENCE if record.get(k) not in (None, "")}
+    return Trigger(kind=kind, evidence=evidence, **common)
+
+
+def _retrain_kind(value: Any) -> Kind:
+    if value in (Kind.METRIC_BREACH, Kind.DRIFT, Kind.MANUAL):
+        return Kind(value)
+    raise InvalidEvent(f"RetrainRequested.trigger must be METRIC_BREACH, DRIFT or MANUAL, got {value!r}")
+
+
+def spec_of_started(record: dict[str, Any]) -> RunSpec:
+    """The run as TrainingRunStarted recorded it: enough to resume it after a restart."""
+    landed = record.get("data_landed_at")
+    return RunSpec(
+        run_id=record["run_id"], model_id=record["model_id"], dataset_version_id=record["dataset_version_id"],
+        kind=Kind(record["trigger"]), manifest_uri=record["manifest_uri"],
+        trigger_event_id=record["trigger_event_id"], correlation_id=record["envelope"]["correlation_id"],
+        data_landed_at_ms=to_millis(landed) if landed is not None else None,
+        lineage=dict(record.get("lineage") or {}))
+
+
+def run_started(spec: RunSpec, causation: dict[str, Any], launcher: str, hps: dict[str, str]) -> dict[str, Any]:
+    return {
+        "envelope": envelope(PRODUCER, causation=causation), "run_id": spec.run_id, "model_id": spec.model_id,
+        "dataset_version_id": spec.dataset_version_id, "trigger": spec.kind.value, "launcher": launcher,
+        "job_name": spec.job_name, "manifest_uri": spec.manifest_uri, "trigger_event_id": spec.trigger_event_id,
+        "data_landed_at": spec.data_landed_at_ms, "hyperparameters": dict(hps), "lineage": dict(spec.lineage)}
+
+
+def _run_fields(spec: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
+    return {"envelope": envelope(PRODUCER, causation=causation), "run_id": spec.run_id,
+            "model_id": spec.model_id, "dataset_version_id": spec.dataset_version_id, "job_name": spec.job_name}
+
+
+def run_succeeded(spec: RunSpec, causation: dict[str, Any], artifact_uri: str, metrics: dict[str, float],
+                  duration_s: float) -> dict[str, Any]:
+    return {**_run_fields(spec, causation), "artifact_uri": artifact_uri, "metrics": dict(metrics),
+            "duration_seconds": float(duration_s)}
+
+
+def run_failed(spec: RunSpec, causation: dict[str, Any], reason: str, duration_s: float) -> dict[str, Any]:
+    return {**_run_fields(spec, causation), "reason": reason or "unknown", "duration_seconds": float(duration_s)}
+
+
+def run_superseded(stale: RunSpec, by: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
+    return {**_run_fields(stale, causation), "superseded_by_run_id": by.run_id,
+            "superseded_by_dataset_version_id": by.dataset_version_id}
+
+
+def version_registered(spec: RunSpec, causation: dict[str, Any], registration: dict[str, Any]) -> dict[str, Any]:
+    """ModelVersionRegistered with the lineage a user walks back to the data and the decision."""
+    lineage = {**spec.lineage, "manifest_uri": spec.manifest_uri, "trigger_event_id": spec.trigger_event_id,
+               "trigger": spec.kind.value, "correlation_id": spec.correlation_id,
+               "started_event_id": causation["event_id"]}
+    return {"envelope": envelope(PRODUCER, causation=causation), "model_id": spec.model_id,
+            "model_version": spec.run_id, "run_id": spec.run_id, "dataset_version_id": spec.dataset_version_id,
+            "artifact_uri": registration["artifact_uri"], "metrics": registration["metrics"],
+            "baseline_metrics": registration["baseline_metrics"], "trigger": spec.kind.value,
+            "lineage": lineage, "reference_distribution": registration.get("reference_distribution", {})}

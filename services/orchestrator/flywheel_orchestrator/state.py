@@ -1,0 +1,187 @@
+"""The run state machine per model: triggers in, decisions out. Pure: time is passed in, nothing is sent.
+
+The same fold rebuilds the state from the event log after a restart (`record_*`), so a Faust table is
+never the only memory of what ran (BRIEF.md: redelivery after rebalance, stale changelog restores).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flywheel_orchestrator import ids
+from flywheel_orchestrator.domain import (
+    DatasetRef,
+    Decision,
+    Defer,
+    Launch,
+    RunSpec,
+    Skip,
+    Supersede,
+    Trigger,
+)
+from flywheel_orchestrator.policy import Kind, TriggerPolicy
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class ModelState:
+    latest: DatasetRef | None = None
+    datasets: dict[str, DatasetRef] = field(default_factory=dict)
+    trained_objects: frozenset[tuple[str, str]] = frozenset()
+    trained_versions: set[str] = field(default_factory=set)
+    in_flight: dict[str, RunSpec] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
+    pending: Trigger | None = None  # debouncing NEW_DATA
+    pending_due_ms: int = 0
+    queued: Trigger | None = None  # waiting for a run slot
+    last_launch_ms: dict[Kind, int] = field(default_factory=dict)
+    attempts: Counter = field(default_factory=Counter)
+    seen_triggers: set[str] = field(default_factory=set)
+
+
+class Orchestration:
+    """All models' states; every public method returns the decisions the caller must carry out."""
+
+    def __init__(self, default: TriggerPolicy, per_model: dict[str, TriggerPolicy] | None = None) -> None:
+        self.default = default
+        self.per_model = per_model or {}
+        self.models: dict[str, ModelState] = {}
+
+    def policy(self, model_id: str) -> TriggerPolicy:
+        return self.per_model.get(model_id, self.default)
+
+    def state(self, model_id: str) -> ModelState:
+        return self.models.setdefault(model_id, ModelState())
+
+    # --- triggers -------------------------------------------------------------------------------------
+    def on_trigger(self, trigger: Trigger, now_ms: int) -> list[Decision]:
+        st, policy = self.state(trigger.model_id), self.policy(trigger.model_id)
+        if trigger.event_id in st.seen_triggers:
+            return [self._skip(trigger, "duplicate: this trigger event already launched a run")]
+        if trigger.dataset is not None:
+            self.record_dataset(trigger.dataset)
+        if trigger.kind not in policy.enabled_triggers:
+            return [self._skip(trigger, f"trigger {trigger.kind} is disabled for this model",
+                               enabled=sorted(policy.enabled_triggers))]
+        if trigger.kind is Kind.NEW_DATA:
+            return self._new_data(trigger, policy, now_ms)
+        return self._retrain(trigger, policy, now_ms)
+
+    def on_tick(self, now_ms: int) -> list[Decision]:
+        """Launch debounced versions whose window has passed."""
+        out: list[Decision] = []
+        for st in self.models.values():
+            if st.pending is not None and st.pending_due_ms <= now_ms:
+                trigger, st.pending = st.pending, None
+                out += self._admit_new_data(trigger, self.policy(trigger.model_id), now_ms)
+        return out
+
+    def on_run_ended(self, model_id: str, run_id: str, now_ms: int) -> list[Decision]:
+        """A run succeeded, failed or was stopped: free its slot and launch what waited for it."""
+        st = self.state(model_id)
+        self.record_ended(model_id, run_id)
+        if st.queued is None or len(st.in_flight) >= self.policy(model_id).max_concurrent_runs:
+            return []
+        trigger, st.queued = st.queued, None
+        return self.on_trigger(trigger, now_ms)
+
+    def _new_data(self, trigger: Trigger, policy: TriggerPolicy, now_ms: int) -> list[Decision]:
+        if policy.debounce_s <= 0:
+            return self._admit_new_data(trigger, policy, now_ms)
+        st, out = self.state(trigger.model_id), []
+        if st.pending is not None and st.pending.event_id != trigger.event_id:
+            out.append(self._skip(st.pending, f"debounced: replaced by newer version {trigger.dataset.version_id}"))
+        st.pending, st.pending_due_ms = trigger, now_ms + int(policy.debounce_s * 1000)
+        return out + [Defer(trigger.model_id, trigger.kind, trigger.event_id,
+                            f"debounce {policy.debounce_s}s for a newer version", st.pending_due_ms)]
+
+    def _admit_new_data(self, trigger: Trigger, policy: TriggerPolicy, now_ms: int) -> list[Decision]:
+        st, dataset = self.state(trigger.model_id), trigger.dataset
+        if dataset.version_id in st.trained_versions:
+            return [self._skip(trigger, f"dataset version {dataset.version_id} was already trained")]
+        new_rows = sum(rows for key, etag, rows in dataset.objects if (key, etag) not in st.trained_objects)
+        if new_rows < policy.min_new_rows:
+            return [self._skip(trigger, f"{new_rows} new rows since the last run, below min_new_rows",
+                               new_rows=new_rows, min_new_rows=policy.min_new_rows)]
+        return self._admit(trigger, dataset, 1, policy, now_ms)
+
+    def _retrain(self, trigger: Trigger, policy: TriggerPolicy, now_ms: int) -> list[Decision]:
+        st = self.state(trigger.model_id)
+        if st.latest is None:
+            return [self._skip(trigger, "no dataset version is known for this model")]
+        last = st.last_launch_ms.get(trigger.kind)
+        if trigger.kind in policy.cooldown_triggers and last is not None and now_ms < last + policy.cooldown_s * 1000:
+            until = last + int(policy.cooldown_s * 1000)
+            return [self._skip(trigger, f"cooldown until {iso(until)}", last_launch=iso(last),
+                               cooldown_s=policy.cooldown_s)]
+        covering = [r.run_id for r in st.in_flight.values() if r.dataset_version_id == st.latest.version_id]
+        if covering:
+            return [self._skip(trigger, f"covered by in-flight run {covering[0]} on the latest dataset version")]
+        attempt = st.attempts[(st.latest.version_id, trigger.kind)] + 1
+        return self._admit(trigger, st.latest, attempt, policy, now_ms)
+
+    def _admit(self, trigger: Trigger, dataset: DatasetRef, attempt: int, policy: TriggerPolicy,
+               now_ms: int) -> list[Decision]:
+        st = self.state(trigger.model_id)
+        spec = make_spec(trigger, dataset, attempt)
+        stale = [r for r in st.in_flight.values() if r.dataset_version_id != dataset.version_id] \
+            if policy.supersede and trigger.kind is Kind.NEW_DATA else []
+        if len(st.in_flight) - len(stale) >= policy.max_concurrent_runs:
+            return self._queue(trigger, st, policy)
+        out: list[Decision] = []
+        for run in stale:
+            self.record_ended(run.model_id, run.run_id)
+            out.append(Supersede(run, spec))
+        self.record_started(spec, now_ms)
+        return out + [Launch(spec, trigger)]
+
+    def _queue(self, trigger: Trigger, st: ModelState, policy: TriggerPolicy) -> list[Decision]:
+        out: list[Decision] = []
+        if st.queued is not None and st.queued.event_id != trigger.event_id:
+            out.append(self._skip(st.queued, f"coalesced into newer trigger {trigger.event_id}"))
+        st.queued = trigger
+        return out + [Defer(trigger.model_id, trigger.kind, trigger.event_id,
+                            f"queued: {len(st.in_flight)} run(s) in flight, max_concurrent_runs="
+                            f"{policy.max_concurrent_runs}")]
+
+    @staticmethod
+    def _skip(trigger: Trigger, reason: str, **inputs: object) -> Skip:
+        return Skip(trigger.model_id, trigger.kind, trigger.event_id, reason, inputs)
+
+    # --- the fold shared by decisions and event-log replay ----------------------------------------------
+    def record_dataset(self, dataset: DatasetRef) -> None:
+        st = self.state(dataset.model_id)
+        st.datasets[dataset.version_id] = dataset
+        st.latest = dataset
+
+    def record_started(self, spec: RunSpec, now_ms: int) -> None:
+        st = self.state(spec.model_id)
+        if spec.run_id in st.ended:
+            return  # replay: the end came first in the merged log
+        st.in_flight[spec.run_id] = spec
+        st.seen_triggers.add(spec.trigger_event_id)
+        st.attempts[(spec.dataset_version_id, spec.kind)] += 1
+        st.last_launch_ms[spec.kind] = max(now_ms, st.last_launch_ms.get(spec.kind, 0))
+        st.trained_versions.add(spec.dataset_version_id)
+        dataset = st.datasets.get(spec.dataset_version_id)
+        if dataset is not None:
+            st.trained_objects = frozenset((key, etag) for key, etag, _ in dataset.objects)
+
+    def record_ended(self, model_id: str, run_id: str) -> None:
+        st = self.state(model_id)
+        st.in_flight.pop(run_id, None)
+        st.ended.add(run_id)
+
+
+def make_spec(trigger: Trigger, dataset: DatasetRef, attempt: int) -> RunSpec:
+    return RunSpec(
+        run_id=ids.run_id(trigger.model_id, dataset.version_id, trigger.kind.value, attempt),
+        model_id=trigger.model_id, dataset_version_id=dataset.version_id, kind=trigger.kind,
+        manifest_uri=dataset.manifest_uri, trigger_event_id=trigger.event_id,
+        correlation_id=trigger.causation.get("correlation_id") or trigger.event_id,
+        data_landed_at_ms=dataset.landed_at_ms, lineage=dict(trigger.evidence))

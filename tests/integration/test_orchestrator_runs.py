@@ -1,0 +1,177 @@
+"""Orchestrator on Tansu + moto as a real process: fine-tune, failure, burst + supersede, kill -9 + restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from flywheel.bootstrap import build_codec
+from flywheel.demodata import make_examples
+from flywheel.platform import Platform
+from flywheel.settings import FlywheelSettings
+from flywheel_orchestrator import seed
+from flywheel_orchestrator.topics import PRODUCES
+
+SMALL = {"epochs": "1", "batch_size": "8", "max_len": "32", "learning_rate": "0.0003", "threads": "1"}
+# Stands in for train.py where a test needs a job that runs until stopped (no fine-tune needed to test that).
+SLEEPER = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
+
+
+@pytest.fixture
+def model_id() -> str:
+    return f"it-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def env(stack_env: dict[str, str]) -> dict[str, str]:
+    return stack_env
+
+
+def s3_client():
+    return boto3.client("s3")
+
+
+def orchestrator(stack, tmp_path: Path, model_id: str, **extra: str) -> Platform:
+    env = {"FLYWHEEL_MODELS": json.dumps([model_id]), "FLYWHEEL_HYPERPARAMETERS": json.dumps(SMALL),
+           "FLYWHEEL_POLICY": json.dumps({"debounce_s": 0}), "FLYWHEEL_LOCAL_STALE_S": "8",
+           "FLYWHEEL_LOG_FORMAT": "json", **extra}
+    return Platform(stack, tmp_path / "platform", services=("orchestrator",), extra_env=env).start()
+
+
+def publish(model_id: str, version: str, examples: list[dict]) -> dict:
+    settings = FlywheelSettings()
+    uri, manifest = seed.put_dataset(s3_client(), "flywheel-data", model_id, version, examples)
+    record = seed.dataset_ready(uri, manifest)
+    seed.produce(settings, build_codec(settings), "dataset.version-ready", "DatasetVersionReady", record)
+    return record
+
+
+def watcher(model_id: str) -> seed.Watcher:
+    settings = FlywheelSettings()
+    return seed.Watcher(settings, build_codec(settings), model_id, PRODUCES)
+
+
+def count(topic: str, n: int = 1):
+    return lambda events: sum(t == topic for t, _, _ in events) >= n
+
+
+def job_keys(run_id: str) -> list[str]:
+    found = s3_client().list_objects_v2(Bucket="flywheel-artifacts", Prefix=f"jobs/{run_id}/")
+    return sorted(o["Key"] for o in found.get("Contents", []))
+
+
+def test_dataset_version_yields_one_real_fine_tune_registered_with_artifact(stack, env, tmp_path, model_id):
+    platform = orchestrator(stack, tmp_path, model_id)
+    watch = watcher(model_id)
+    try:
+        ready = publish(model_id, "v1", make_examples(48, seed=3))
+        # Topics are consumed independently: wait for each event, not only for the last one sent.
+        for topic in ("training.run-started", "training.run-succeeded", "model.version-registered"):
+            watch.wait_for(count(topic), timeout_s=240)
+    finally:
+        platform.stop()
+        watch.close()
+    started, = watch.of("training.run-started")
+    succeeded, = watch.of("training.run-succeeded")
+    registered, = watch.of("model.version-registered")
+    assert started["trigger"] == "NEW_DATA" and started["trigger_event_id"] == ready["envelope"]["event_id"]
+    assert started["envelope"]["correlation_id"] == ready["envelope"]["correlation_id"]
+    assert registered["run_id"] == succeeded["run_id"] == started["run_id"]
+    assert registered["metrics"]["accuracy"] > registered["baseline_metrics"]["accuracy"]
+    assert registered["lineage"]["manifest_uri"] == ready["manifest_uri"]
+    assert registered["envelope"]["causation_id"] == started["envelope"]["event_id"]
+    assert registered["reference_distribution"]["prediction"]
+    key = registered["artifact_uri"].removeprefix("s3://flywheel-artifacts/")
+    assert key == f"models/{model_id}/{started['run_id']}/model.tar.gz"
+    assert s3_client().head_object(Bucket="flywheel-artifacts", Key=key)["ContentLength"] > 1_000_000
+    log = (tmp_path / "platform" / "orchestrator.log").read_text()
+    assert "progress epoch=1/1" in log and started["run_id"] in log  # the fine-tune's output reaches the log
+
+
+def test_failing_training_reports_failed_with_the_reason(stack, env, tmp_path, model_id):
+    platform = orchestrator(stack, tmp_path, model_id)
+    watch = watcher(model_id)
+    try:
+        one_label = [{"text": f"invoice {i} is wrong", "label": "billing"} for i in range(20)]
+        publish(model_id, "v1", one_label)
+        watch.wait_for(count("training.run-failed"), timeout_s=180)
+    finally:
+        platform.stop()
+        watch.close()
+    failed, = watch.of("training.run-failed")
+    assert "need at least 2 distinct labels" in failed["reason"]
+    assert not watch.of("model.version-registered")
+
+
+def test_burst_gives_one_run_and_newer_data_supersedes_it(stack, env, tmp_path, model_id):
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text(SLEEPER)
+    platform = orchestrator(stack, tmp_path, model_id, FLYWHEEL_POLICY=json.dumps({"debounce_s": 2}),
+                            FLYWHEEL_TRAINING_ENTRY_POINT=str(sleeper))
+    watch = watcher(model_id)
+    try:
+        burst = [publish(model_id, f"v{i}", make_examples(8, seed=i)) for i in range(1, 4)]
+        watch.wait_for(count("training.run-started"), timeout_s=60)
+        newer = publish(model_id, "v4", make_examples(8, seed=4))
+        watch.wait_for(count("training.run-started", 2), timeout_s=60)
+        watch.wait_for(count("training.run-superseded"), timeout_s=10)
+        first, second = watch.of("training.run-started")
+        stopped = wait_state(first["run_id"], "Stopped")
+    finally:
+        stop_jobs(watch.of("training.run-started"))
+        platform.stop()
+        watch.close()
+    assert first["dataset_version_id"] == burst[-1]["dataset_version_id"]  # the burst became one run, on the last
+    assert second["dataset_version_id"] == newer["dataset_version_id"]
+    superseded, = watch.of("training.run-superseded")
+    assert superseded["run_id"] == first["run_id"] and superseded["superseded_by_run_id"] == second["run_id"]
+    assert stopped == "Stopped"
+
+
+def test_kill_9_mid_run_then_restart_completes_without_duplicate(stack, env, tmp_path, model_id):
+    platform = orchestrator(stack, tmp_path, model_id)
+    watch = watcher(model_id)
+    try:
+        publish(model_id, "v1", make_examples(48, seed=5))
+        started, = watch.wait_for(count("training.run-started"), timeout_s=60)
+        assert wait_state(started[1].record["run_id"], "InProgress") == "InProgress"
+        platform.procs["orchestrator"].kill(signal.SIGKILL)
+        platform.procs["orchestrator"].start()
+        platform.procs["orchestrator"].wait_healthy()
+        watch.wait_for(count("model.version-registered"), timeout_s=240)
+    finally:
+        platform.stop()
+        watch.close()
+    started, = watch.of("training.run-started")
+    registered, = watch.of("model.version-registered")
+    assert registered["run_id"] == started["run_id"]
+    assert job_keys(started["run_id"]) == [f"jobs/{started['run_id']}/{n}" for n in ("job.json", "status.json")]
+    log = (tmp_path / "platform" / "orchestrator.log").read_text()
+    assert "resuming run" in log
+
+
+def wait_state(job_name: str, state: str, timeout_s: float = 30) -> str:
+    import time
+
+    deadline, found = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline and found != state:
+        found = (read_launcher_json(f"jobs/{job_name}/status.json") or {}).get("state", "")
+        time.sleep(0.3)
+    return found
+
+
+def read_launcher_json(key: str) -> dict | None:
+    from flywheel_orchestrator.launchers.local import read_json
+
+    return read_json(s3_client(), "flywheel-artifacts", key)
+
+
+def stop_jobs(started: list[dict]) -> None:
+    """The sleeper jobs outlive the service by design; stop them through the launcher's own stop marker."""
+    for record in started:
+        s3_client().put_object(Bucket="flywheel-artifacts", Key=f"jobs/{record['run_id']}/stop", Body=b"stop")
