@@ -29,7 +29,7 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     text = str(value)
-    return text[:16] if len(text) > 24 and " " not in text else text
+    return text if len(text) <= 48 else text[:45] + "..."
 
 
 class Printer:
@@ -53,7 +53,7 @@ class Printer:
             return
         env = seen.record.get("envelope") or {}
         fields = " ".join(f"{k}={_short(seen.record[k])}" for k in HIGHLIGHTS.get(seen.name, ()) if k in seen.record)
-        ids = f"[event {str(env.get('event_id', ''))[:8]} corr {str(env.get('correlation_id', ''))[:12]}]"
+        ids = f"[event {str(env.get('event_id', ''))[:8]} corr {_short(env.get('correlation_id', ''))}]"
         colour = "31" if seen.name in {"DeadLetter", "TrainingRunFailed", "DatasetRejected"} else "32"
         self._line(f"  +{seen.at:6.1f}s {self._paint(f'{seen.name:<23}', colour)} {fields} {self._paint(ids, '2')}")
 
