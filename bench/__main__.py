@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         print(f"bench {name}: running...", file=sys.stderr, flush=True)
         out = module.run(quick=args.quick)
-        save(name, out if isinstance(out, list) else [out])
+        results = out if isinstance(out, list) else [out]
+        for res in results if args.quick else []:
+            res.command += " --quick"
+        save(name, results)
         print(f"bench {name}: done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
     DOC.write_text(render() + "\n")
     print(f"wrote {DOC.relative_to(ROOT)}")
