@@ -1,9 +1,34 @@
-"""Monitor settings (FLYWHEEL_* environment variables)."""
+"""Monitor settings (FLYWHEEL_* environment variables); the rule set is validated here, at start-up."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, model_validator
+
 from flywheel.settings import FlywheelSettings
+from flywheel_monitor.rules import RuleSet, load_rules
 
 
 class MonitorSettings(FlywheelSettings):
-    pass
+    # YAML/JSON file with `rules:` and `drift:`; unset -> the shipped defaults (rules.DEFAULT_RULES).
+    rules_file: Path | None = None
+    # Or the whole rule set inline as JSON (FLYWHEEL_RULE_SET); wins over rules_file.
+    rule_set: RuleSet
+    # Per-model series beyond this many models share the label model="_other" (bounded cardinality).
+    metrics_max_models: int = Field(default=200, ge=1)
+    # Rebuild known models and cooldowns from the topics before consuming (changelogs are unreliable on Tansu).
+    recover_on_start: bool = True
+    recovery_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_rule_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("rule_set") is None:
+            try:
+                data["rule_set"] = load_rules(data.get("rules_file"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise ValueError(f"rules_file: cannot read {data.get('rules_file')}: {exc}") from exc
+        return data

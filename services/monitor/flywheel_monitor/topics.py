@@ -1,5 +1,7 @@
 """Topics the monitor consumes and produces (names from the catalogue)."""
 
-CONSUMES = ("model.metrics-observed", "training.run-started", "training.run-succeeded",
-            "training.run-failed", "training.run-superseded", "model.version-registered")
-PRODUCES = ("retrain.requested", "monitor.dead-letter")
+METRICS_TOPIC = "model.metrics-observed"
+RETRAIN_TOPIC = "retrain.requested"
+CONSUMES = (METRICS_TOPIC, "training.run-started", "training.run-succeeded", "training.run-failed",
+            "training.run-superseded", "model.version-registered")
+PRODUCES = (RETRAIN_TOPIC, "monitor.dead-letter")

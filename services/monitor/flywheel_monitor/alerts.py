@@ -1,0 +1,78 @@
+"""Prometheus alerting rules and their promtool unit tests, as data (rendered to YAML by assets.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JOB = 'job="flywheel-monitor"'
+
+
+def _alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
+    return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
+            "annotations": {"summary": summary}}
+
+
+RULES: dict[str, Any] = {"groups": [{"name": "flywheel-monitor", "rules": [
+    _alert("FlywheelMonitorDown", f"up{{{JOB}}} == 0", "2m", "critical",
+           "The monitor is not scraped: no retrain triggers, no model health."),
+    _alert("FlywheelModelRetrainRequested",
+           "sum by (model, rule, trigger) (increase(flywheel_monitor_retrain_triggers_total[15m])) > 0",
+           "0m", "info", "{{ $labels.model }}: retrain requested by rule {{ $labels.rule }} ({{ $labels.trigger }})."),
+    _alert("FlywheelRetrainStorm",
+           "sum by (model) (increase(flywheel_monitor_retrain_triggers_total[1h])) > 3", "0m", "warning",
+           "{{ $labels.model }}: more than 3 retrain requests in an hour; check cooldown and hysteresis."),
+    _alert("FlywheelDeadLetters",
+           "sum by (service) (rate(flywheel_dead_letters_total[5m])) > 0", "10m", "warning",
+           "{{ $labels.service }} keeps dead-lettering records."),
+    _alert("FlywheelTrainingFailures",
+           'sum(increase(flywheel_training_runs_total{status="failed"}[1h])) > 2', "0m", "warning",
+           "More than 2 training runs failed in the last hour."),
+    _alert("FlywheelMonitorSlow",
+           "histogram_quantile(0.99, sum by (le) (rate(flywheel_monitor_processing_seconds_bucket[5m]))) > 0.5",
+           "10m", "warning", "Monitor p99 processing latency above 500 ms."),
+]}]}
+
+
+def _series(name: str, values: str) -> dict[str, str]:
+    return {"series": name, "values": values}
+
+
+TESTS: dict[str, Any] = {
+    "rule_files": ["flywheel-monitor.rules.yml"],
+    "evaluation_interval": "1m",
+    "tests": [
+        {"interval": "1m",
+         "input_series": [_series(f"up{{{JOB},instance=\"m:6066\"}}", "1 1 0 0 0 0"),
+                          _series('flywheel_monitor_retrain_triggers_total{model="m",rule="accuracy-low",'
+                                  'trigger="METRIC_BREACH"}', "0 0 1 1 1 2 3 4 5 6")],
+         "alert_rule_test": [
+             {"eval_time": "1m", "alertname": "FlywheelMonitorDown", "exp_alerts": []},
+             {"eval_time": "5m", "alertname": "FlywheelMonitorDown", "exp_alerts": [
+                 {"exp_labels": {"severity": "critical", "job": "flywheel-monitor", "instance": "m:6066"},
+                  "exp_annotations": {"summary": "The monitor is not scraped: no retrain triggers, no model health."}}]},
+             {"eval_time": "1m", "alertname": "FlywheelModelRetrainRequested", "exp_alerts": []},
+             {"eval_time": "3m", "alertname": "FlywheelModelRetrainRequested", "exp_alerts": [
+                 {"exp_labels": {"severity": "info", "model": "m", "rule": "accuracy-low", "trigger": "METRIC_BREACH"},
+                  "exp_annotations": {"summary": "m: retrain requested by rule accuracy-low (METRIC_BREACH)."}}]},
+             {"eval_time": "4m", "alertname": "FlywheelRetrainStorm", "exp_alerts": []},
+             {"eval_time": "9m", "alertname": "FlywheelRetrainStorm", "exp_alerts": [
+                 {"exp_labels": {"severity": "warning", "model": "m"},
+                  "exp_annotations": {"summary": "m: more than 3 retrain requests in an hour; check cooldown and "
+                                                 "hysteresis."}}]},
+         ]},
+        {"interval": "1m",
+         "input_series": [_series('flywheel_dead_letters_total{service="monitor",source_topic="t",error_type="E"}',
+                                  "0+1x30"),
+                          _series('flywheel_training_runs_total{status="failed"}', "0 1 2 3 3 3")],
+         "alert_rule_test": [
+             {"eval_time": "5m", "alertname": "FlywheelDeadLetters", "exp_alerts": []},
+             {"eval_time": "20m", "alertname": "FlywheelDeadLetters", "exp_alerts": [
+                 {"exp_labels": {"severity": "warning", "service": "monitor"},
+                  "exp_annotations": {"summary": "monitor keeps dead-lettering records."}}]},
+             {"eval_time": "2m", "alertname": "FlywheelTrainingFailures", "exp_alerts": []},
+             {"eval_time": "4m", "alertname": "FlywheelTrainingFailures", "exp_alerts": [
+                 {"exp_labels": {"severity": "warning"},
+                  "exp_annotations": {"summary": "More than 2 training runs failed in the last hour."}}]},
+         ]},
+    ],
+}

@@ -1,0 +1,169 @@
+"""The monitor's decisions: known models, windowed aggregates, rule and drift verdicts. Pure.
+
+Agents feed decoded records in; the engine says what to emit. Windows live in a WindowStore (a Faust
+windowed table in the service), rule state in plain dicts rebuilt from the topics after a restart.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from flywheel.events import to_millis
+from flywheel_monitor import drift
+from flywheel_monitor.rules import FEATURE_PREFIX, Rule, RuleSet
+from flywheel_monitor.triggers import RuleState, evaluate, reset_for_new_version, restore
+from flywheel_monitor.validation import UnknownModel, check_observation
+from flywheel_monitor.windows import Aggregate, WindowStore, observed_at_ms, window_index
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    version: str
+    registered_at_ms: int
+    reference: dict[str, list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """Everything a RetrainRequested needs as evidence."""
+
+    kind: str  # TriggerKind symbol
+    rule: Rule
+    model_id: str
+    model_version: str
+    metric: str
+    observed_value: float
+    sample_size: int
+    window_start_ms: int
+    window_end_ms: int
+    statistics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    rule: Rule
+    value: float
+    samples: int
+    breached: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    evaluations: list[Evaluation] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
+
+
+class MonitorEngine:
+    def __init__(self, rules: RuleSet, store: WindowStore) -> None:
+        self.rules = rules
+        self.store = store
+        self.models: dict[str, ModelInfo] = {}
+        self.states: dict[tuple[str, str], RuleState] = defaultdict(RuleState)
+        self.drift_rule = _drift_as_rule(rules.drift) if rules.drift else None
+        self._plans: dict[str, dict[int, tuple[Rule, ...]]] = {}
+
+    def register(self, record: dict[str, Any]) -> bool:
+        """Learn a model version; a new version resets that model's rule state. True when it was new."""
+        model, version = record["model_id"], record["model_version"]
+        known = self.models.get(model)
+        if known is not None and known.version == version:
+            return False
+        at = to_millis(record["envelope"]["occurred_at"])
+        self.models[model] = ModelInfo(version, at, dict(record.get("reference_distribution") or {}))
+        for key in [k for k in self.states if k[0] == model]:
+            self.states[key] = reset_for_new_version(at)
+        return True
+
+    def restore_trigger(self, record: dict[str, Any]) -> None:
+        """Rebuild cooldown from a RetrainRequested this service emitted before a restart."""
+        known = self.models.get(record["model_id"])
+        at = to_millis(record["window_end"] or record["envelope"]["occurred_at"])
+        if known is not None and at > known.registered_at_ms:
+            restore(self.states[(record["model_id"], record["rule"])], at)
+
+    def observe(self, record: dict[str, Any]) -> Outcome:
+        """Fold one observation into its windows and evaluate the rules watching it."""
+        check_observation(record)
+        info = self.models.get(record["model_id"])
+        if info is None:
+            raise UnknownModel(f"model {record['model_id']!r} has no registered version")
+        outcome = Outcome()
+        at = observed_at_ms(record)
+        key = f"{record['model_id']}|{record['metric']}"
+        for window_ms, rules in self._plan(record["metric"]).items():
+            aggregate = self._fold(key, window_ms, at, record)
+            for rule in rules:
+                self._evaluate(rule, record, info, aggregate, at, outcome)
+        if self.drift_rule is not None and record["metric"].startswith(FEATURE_PREFIX):
+            self._check_drift(record, info, at, outcome)
+        return outcome
+
+    def _plan(self, metric: str) -> dict[int, tuple[Rule, ...]]:
+        """Rules for `metric` grouped by window size, so each window is folded once."""
+        plan = self._plans.get(metric)
+        if plan is None:
+            grouped: dict[int, list[Rule]] = defaultdict(list)
+            for rule in self.rules.for_metric(metric):
+                grouped[rule.window_ms].append(rule)
+            plan = self._plans[metric] = {w: tuple(rules) for w, rules in grouped.items()}
+        return plan
+
+    def _fold(self, key: str, window_ms: int, at: int, record: dict[str, Any]) -> Aggregate:
+        aggregate = self.store.get(key, window_ms, at) or Aggregate()
+        aggregate.add(record)
+        self.store.put(key, window_ms, at, aggregate)
+        return aggregate
+
+    def _evaluate(self, rule: Rule, record: dict[str, Any], info: ModelInfo, aggregate: Aggregate,
+                  at: int, outcome: Outcome) -> None:
+        value = aggregate.value(rule.aggregation, rule.window_s)
+        window = window_index(at, rule.window_ms)
+        verdict = evaluate(self.states[(record["model_id"], rule.name)], rule, window, value, aggregate.count, at)
+        outcome.evaluations.append(Evaluation(rule, value, aggregate.count, verdict.breached))
+        if verdict.fire:
+            outcome.triggers.append(Trigger(
+                "METRIC_BREACH", rule, record["model_id"], info.version, rule.metric, value, aggregate.count,
+                window * rule.window_ms, (window + 1) * rule.window_ms,
+                {"mean": aggregate.mean, "min": aggregate.low, "max": aggregate.high,
+                 "stddev": aggregate.stddev, "count": float(aggregate.count)}))
+
+    def _check_drift(self, record: dict[str, Any], info: ModelInfo, at: int, outcome: Outcome) -> None:
+        rule, feature = self.drift_rule, record["metric"][len(FEATURE_PREFIX):]
+        if feature not in info.reference:
+            return
+        self._fold(f"{record['model_id']}|{record['metric']}", rule.window_ms, at, record)
+        live = {}
+        for name in info.reference:
+            aggregate = self.store.get(f"{record['model_id']}|{FEATURE_PREFIX}{name}", rule.window_ms, at)
+            if aggregate is not None and aggregate.buckets is not None:
+                live[name] = aggregate.buckets
+        report = drift.assess(info.reference, live, self.rules.drift)
+        if not report.features:
+            return
+        samples = sum(s.samples for s in report.features.values())
+        worst = report.worst or max(report.features, key=lambda f: report.features[f].psi)
+        value = 1.0 if report.drifted else 0.0
+        window = window_index(at, rule.window_ms)
+        verdict = evaluate(self.states[(record["model_id"], rule.name)], rule, window, value, samples, at)
+        outcome.evaluations.append(Evaluation(rule, report.features[worst].psi, samples, verdict.breached))
+        if verdict.fire:
+            outcome.triggers.append(Trigger(
+                "DRIFT", rule, record["model_id"], info.version, FEATURE_PREFIX + worst,
+                report.features[worst].psi, samples, window * rule.window_ms, (window + 1) * rule.window_ms,
+                _drift_statistics(report)))
+
+
+def _drift_as_rule(config: Any) -> Rule:
+    """Drift verdicts (1 = drifted) run through the same consecutive/hysteresis/cooldown machine."""
+    return Rule(name=config.name, metric="drift", aggregation="max", comparator="ge", threshold=1.0,
+                window_s=config.window_s, min_samples=1, hysteresis=0.5, cooldown_s=config.cooldown_s)
+
+
+def _drift_statistics(report: drift.DriftReport) -> dict[str, float]:
+    stats: dict[str, float] = {}
+    for name, s in report.features.items():
+        stats.update({f"psi:{name}": s.psi, f"ks_d:{name}": s.ks_d, f"ks_p:{name}": s.p_value,
+                      f"ks_p_adjusted:{name}": s.p_adjusted, f"samples:{name}": float(s.samples)})
+    return stats

@@ -1,0 +1,60 @@
+"""Faust tumbling windowed tables as the engine's WindowStore.
+
+The tables are caches (BRIEF.md: changelog recovery on Tansu restores stale values), so they write no
+changelog: a restart starts the current window empty, which rules tolerate (min_samples), while cooldowns
+are rebuilt from the retrain.requested topic (recovery.py). Skipping the changelog also keeps a produce per
+metric event off the hot path.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import faust
+from faust.streams import current_event
+
+from flywheel.catalogue import MODEL_PARTITIONS
+from flywheel_monitor.windows import Aggregate
+
+KEEP_WINDOWS = 4  # windows kept per key: the current one, and late data for the few before it
+
+
+def _missing() -> None:
+    return None
+
+
+class CacheTable(faust.Table):
+    """A Faust table whose writes stay in memory (no changelog record per update)."""
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self._maybe_set_key_ttl(key, _partition())
+
+    def on_key_del(self, key: Any) -> None:
+        self._maybe_del_key_ttl(key, _partition())
+
+
+def _partition() -> int:
+    event = current_event()
+    return event.message.partition if event is not None else 0
+
+
+class FaustWindowStore:
+    """One tumbling windowed table per window size; keys are "model|metric", time is the event's window_end."""
+
+    def __init__(self, app: faust.App, window_sizes_ms: set[int]) -> None:
+        self._tables = {size: _tumbling(app, size) for size in sorted(window_sizes_ms)}
+
+    def get(self, key: str, window_ms: int, at_ms: int) -> Aggregate | None:
+        return self._tables[window_ms].relative_to(at_ms / 1000)[key].current()
+
+    def put(self, key: str, window_ms: int, at_ms: int, aggregate: Aggregate) -> None:
+        self._tables[window_ms].relative_to(at_ms / 1000)[key] = aggregate
+
+
+def _tumbling(app: faust.App, size_ms: int) -> Any:
+    table = app.tables.add(CacheTable(app, name=f"windows-{size_ms}ms", default=_missing,
+                                      beacon=app.tables.beacon, partitions=MODEL_PARTITIONS,
+                                      help="monitor window aggregates"))
+    size = timedelta(milliseconds=size_ms)
+    return table.tumbling(size, expires=size * KEEP_WINDOWS)

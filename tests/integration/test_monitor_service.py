@@ -1,0 +1,123 @@
+"""The monitor as a process on Tansu: a degrading stream -> exactly one RetrainRequested with its evidence,
+a recovering one -> none, bad input dead-lettered, and no duplicate after a restart (cooldown rebuilt)."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flywheel.events import now_ms, to_millis
+from flywheel.localstack import free_port
+from flywheel.platform import ServiceProcess
+from flywheel_monitor.examples import Bus, metric_event, registration
+
+RUN = uuid.uuid4().hex[:6]
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} within {timeout:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def bus(stack: Any) -> Bus:
+    return Bus(stack.kafka_bootstrap)
+
+
+@pytest.fixture(scope="module")
+def monitor(stack: Any, tmp_path_factory: pytest.TempPathFactory, bus: Bus) -> Iterator[ServiceProcess]:
+    # Registered before the monitor starts: it must learn them from the topic at start-up.
+    for model in (f"degrading-{RUN}", f"recovering-{RUN}", f"bad-{RUN}"):
+        bus.send("ModelVersionRegistered", registration(model, "v1", at_ms=now_ms() - 60_000))
+    work = tmp_path_factory.mktemp("monitor")
+    proc = ServiceProcess("monitor", free_port(), {**stack.env(), "FLYWHEEL_DATA_DIR": str(work / "state")},
+                          work / "monitor.log")
+    proc.start()
+    try:
+        proc.wait_healthy()
+        yield proc
+    finally:
+        proc.stop()
+        print(Path(proc.log_path).read_text()[-4000:])
+
+
+def settle(bus: Bus, model: str) -> None:
+    """A NaN for the same model (same partition) is dead-lettered only after every earlier event was handled."""
+    marker = metric_event(model, math.nan)
+    bus.send("ModelMetricsObserved", marker)
+    wait_for(lambda: any(_is_marker(bus, d, marker) for d in bus.read("monitor.dead-letter")),
+             f"the settle marker for {model}")
+
+
+def _is_marker(bus: Bus, dead: dict[str, Any], marker: dict[str, Any]) -> bool:
+    try:
+        return bus.codec.decode(dead["original_value"]).record["envelope"]["event_id"] == marker["envelope"]["event_id"]
+    except Exception:
+        return False
+
+
+def requests_for(bus: Bus, model: str) -> list[dict[str, Any]]:
+    return [r for r in bus.read("retrain.requested") if r["model_id"] == model]
+
+
+def stream(bus: Bus, model: str, values: list[float], start: int) -> list[dict[str, Any]]:
+    events = [metric_event(model, v, 200, at_ms=start + i * 100) for i, v in enumerate(values)]
+    for event in events:
+        bus.send("ModelMetricsObserved", event)
+    return events
+
+
+def test_degrading_stream_gives_exactly_one_retrain_request_with_evidence(bus: Bus, monitor: ServiceProcess):
+    model = f"degrading-{RUN}"
+    events = stream(bus, model, [0.93] * 10 + [0.62] * 70, now_ms())
+    settle(bus, model)
+    [request] = requests_for(bus, model)
+    cause = next(e for e in events if e["envelope"]["event_id"] == request["envelope"]["causation_id"])
+    assert cause["value"] == 0.62
+    assert request["trigger"] == "METRIC_BREACH" and request["rule"] == "accuracy-low"
+    assert (request["metric"], request["aggregation"], request["comparator"], request["threshold"]) == \
+        ("accuracy", "mean", "lt", 0.8)
+    assert request["observed_value"] < 0.8 and request["sample_size"] >= 500
+    assert to_millis(request["window_start"]) <= cause["window_end"] < to_millis(request["window_end"])
+    assert request["envelope"]["correlation_id"] != cause["envelope"]["correlation_id"]
+    assert request["model_version"] == "v1" and request["envelope"]["producer"] == "monitor"
+
+
+def test_recovering_stream_gives_none(bus: Bus, monitor: ServiceProcess):
+    model = f"recovering-{RUN}"
+    stream(bus, model, [0.93] * 20 + [0.7] * 3 + [0.93] * 30, now_ms())
+    settle(bus, model)
+    assert requests_for(bus, model) == []
+
+
+def test_bad_input_is_dead_lettered_with_the_reason(bus: Bus, monitor: ServiceProcess):
+    bus.send("ModelMetricsObserved", metric_event(f"ghost-{RUN}", 0.9))
+    bus.send("ModelMetricsObserved", metric_event(f"bad-{RUN}", 0.9, -5))
+    bus.send("ModelMetricsObserved", {"model_id": f"bad-{RUN}"}, raw=b"\x00not avro at all")
+    settle(bus, f"bad-{RUN}")
+    reasons = [d["reason"] for d in bus.read("monitor.dead-letter")]
+    assert any(f"ghost-{RUN}" in r and "no registered version" in r for r in reasons)
+    assert any("sample_count is negative" in r for r in reasons)
+    assert any(d["original_value"] == b"\x00not avro at all" for d in bus.read("monitor.dead-letter"))
+    assert monitor.alive()
+
+
+def test_restart_rebuilds_cooldown_so_a_breach_is_not_requested_twice(bus: Bus, monitor: ServiceProcess):
+    model = f"degrading-{RUN}"
+    assert len(requests_for(bus, model)) == 1
+    monitor.stop()
+    monitor.start()
+    monitor.wait_healthy()
+    stream(bus, model, [0.6] * 60, now_ms() + 10_000)
+    settle(bus, model)
+    assert len(requests_for(bus, model)) == 1

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+
+from flywheel.bootstrap import build_codec
+from flywheel.errors import InvalidEvent
+from flywheel.settings import FlywheelSettings
+from flywheel_monitor.engine import MonitorEngine
+from flywheel_monitor.evidence import breach_id, retrain_requested
+from flywheel_monitor.examples import histogram_summary, metric_event, registration
+from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
+from flywheel_monitor.validation import UnknownModel
+from flywheel_monitor.windows import DictWindowStore
+
+T0 = 1_700_000_000_000
+RULES = RuleSet.model_validate(DEFAULT_RULES)
+
+
+def engine(rules: RuleSet = RULES) -> MonitorEngine:
+    eng = MonitorEngine(rules, DictWindowStore())
+    eng.register(registration("support-intent", "v1", at_ms=T0 - 60_000,
+                              reference={"len": [0.25, 0.25, 0.25, 0.25]}))
+    return eng
+
+
+def stream(values, start=T0, step_ms=250, samples=200):
+    return [metric_event("support-intent", v, samples, at_ms=start + i * step_ms) for i, v in enumerate(values)]
+
+
+def triggers_of(eng, events):
+    return [(e, t) for e in events for t in eng.observe(e).triggers]
+
+
+def test_a_degrading_stream_triggers_once_with_the_event_that_tipped_it():
+    eng = engine()
+    events = stream([0.93] * 20 + [0.62] * 60)
+    fired = triggers_of(eng, events)
+    assert len(fired) == 1
+    cause, trigger = fired[0]
+    assert trigger.kind == "METRIC_BREACH" and trigger.rule.name == "accuracy-low"
+    assert trigger.observed_value < 0.8 and trigger.sample_size >= 500
+    assert trigger.window_start_ms <= cause["window_end"] < trigger.window_end_ms
+
+
+def test_a_healthy_or_recovering_stream_does_not_trigger():
+    eng = engine()
+    assert triggers_of(eng, stream([0.93] * 40 + [0.85] * 20 + [0.91] * 40)) == []
+
+
+def test_a_new_version_rearms_the_rule():
+    eng = engine()
+    first = stream([0.6] * 20)
+    assert len(triggers_of(eng, first)) == 1
+    assert eng.register(registration("support-intent", "v2", at_ms=T0 + 10_000))
+    assert not eng.register(registration("support-intent", "v2", at_ms=T0 + 11_000))  # a duplicate
+    assert len(triggers_of(eng, stream([0.6] * 20, start=T0 + 20_000))) == 1
+
+
+def test_restored_retrain_request_blocks_a_duplicate_after_restart():
+    before = engine()
+    cause, trigger = triggers_of(before, stream([0.6] * 20))[0]
+    record = retrain_requested(trigger, cause["envelope"], RULES, "monitor")
+    after = engine()
+    after.restore_trigger(record)
+    assert triggers_of(after, stream([0.6] * 20, start=T0 + 5_000)) == []
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"value": math.nan}, "finite"), ({"value": math.inf}, "finite"), ({"sample_count": -3}, "negative"),
+    ({"summary": histogram_summary([5, -1], [0.5], 0, 1)}, "negative"),
+    ({"summary": {**histogram_summary([5, 5], [0.5], 0, 1), "count": 11}}, "add up"),
+    ({"summary": {**histogram_summary([5, 5], [0.5], 0, 1), "bucket_counts": [10]}}, "one more"),
+    ({"window_start": T0 + 1}, "before window_start"),
+])
+def test_bad_observations_are_refused_with_the_reason(change, reason):
+    with pytest.raises(InvalidEvent, match=reason):
+        engine().observe({**metric_event("support-intent", 0.9, at_ms=T0), **change})
+
+
+def test_metrics_of_an_unknown_model_are_refused():
+    with pytest.raises(UnknownModel, match="no-such-model"):
+        engine().observe(metric_event("no-such-model", 0.9))
+
+
+def test_drift_triggers_with_its_statistics():
+    eng = engine()
+    shifted = histogram_summary([400, 50, 30, 20], [1, 2, 3], 0, 4)
+    events = [metric_event("support-intent", 1.0, at_ms=T0 + i * 100, metric="feature:len", summary=shifted)
+              for i in range(5)]
+    fired = triggers_of(eng, events)
+    assert len(fired) == 1
+    trigger = fired[0][1]
+    assert trigger.kind == "DRIFT" and trigger.metric == "feature:len"
+    assert trigger.statistics["psi:len"] > 0.2 and trigger.statistics["ks_p_adjusted:len"] < 0.01
+
+
+def test_retrain_request_carries_the_evidence_and_encodes():
+    eng = engine()
+    cause, trigger = triggers_of(eng, stream([0.6] * 20))[0]
+    record = retrain_requested(trigger, cause["envelope"], RULES, "monitor")
+    assert record["envelope"]["causation_id"] == cause["envelope"]["event_id"]
+    assert record["envelope"]["correlation_id"] == breach_id(trigger) != cause["envelope"]["correlation_id"]
+    assert (record["metric"], record["aggregation"], record["comparator"], record["threshold"]) == \
+        ("accuracy", "mean", "lt", 0.8)
+    assert record["observed_value"] < 0.8 and record["sample_size"] >= 500
+    assert "accuracy-low" in record["detail"]
+    codec = build_codec(FlywheelSettings())
+    decoded = codec.decode(codec.encode("RetrainRequested", record, check=True))
+    assert decoded.record["trigger"] == "METRIC_BREACH"
