@@ -44,7 +44,7 @@ test-e2e: install
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 test-fault: install
 	$(PY) -m pytest -m fault $(PYTEST_ARGS)
-test-deploy: install
+test-deploy: install tools
 	$(PY) -m pytest -m deploy $(PYTEST_ARGS)
 
 bench: install
