@@ -1,0 +1,85 @@
+"""`flywheel stack|up|demo`: the commands that start the local platform."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from flywheel.clistyle import paint
+from flywheel.settings import FlywheelSettings
+
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_MOTO_PORT = 15000
+
+
+def _wait_for_interrupt() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_endpoints(stack: Any, extra: dict[str, str] | None = None) -> None:
+    print(paint("Flywheel local stack is up", "green"))
+    print(f"  kafka      {stack.kafka_bootstrap}")
+    print(f"  aws (moto) {stack.aws_endpoint}  buckets: {stack.resources.data_bucket}, "
+          f"{stack.resources.artifact_bucket}")
+    for name, url in (extra or {}).items():
+        print(f"  {name:<10} {url}  ({url}/metrics)")
+    print(paint("  export these to point the CLI at it:", "dim"))
+    for key in ("FLYWHEEL_KAFKA_BOOTSTRAP", "AWS_ENDPOINT_URL"):
+        print(f"    export {key}={stack.env()[key]}")
+    print(paint("Ctrl-C stops everything.", "dim"), flush=True)
+
+
+def _stack(args: argparse.Namespace) -> Any:
+    from flywheel.localstack import LocalStack
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return LocalStack(kafka_port=args.kafka_port, moto_port=args.moto_port,
+                      external_kafka=args.external_kafka, log_dir=workdir)
+
+
+def cmd_stack(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    with _stack(args) as stack:
+        _print_endpoints(stack)
+        _wait_for_interrupt()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    from flywheel.platform import Platform
+
+    print(paint("starting the local stack and the three services...", "dim"), flush=True)
+    with _stack(args) as stack, Platform(stack, Path(args.workdir), base_web_port=args.web_port) as platform:
+        _print_endpoints(stack, {name: p.url for name, p in platform.procs.items()})
+        if not args.exit_when_healthy:
+            _wait_for_interrupt()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    from flywheel import demo
+
+    return demo.run(args)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka-port", type=int, default=DEFAULT_KAFKA_PORT)
+    parser.add_argument("--moto-port", type=int, default=DEFAULT_MOTO_PORT)
+    parser.add_argument("--external-kafka", metavar="HOST:PORT", default=None,
+                        help="use this Kafka instead of starting Tansu")
+    parser.add_argument("--workdir", default=".flywheel", help="logs and state (default .flywheel)")
