@@ -79,6 +79,7 @@ class LocalStack:
     resources: StackResources = field(default_factory=StackResources)
     log_dir: Path | None = None
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _tansu_argv: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.kafka_port = self.kafka_port or free_port()
@@ -149,10 +150,19 @@ class LocalStack:
 
     def restart_broker(self) -> None:
         """Stop and start Tansu on the same port (memory storage: topics are recreated empty)."""
+        self.stop_broker()
+        self.start_broker()
+
+    def stop_broker(self) -> None:
+        """Kill Tansu (SIGKILL, as a crash would); clients see the port refuse connections until start_broker()."""
         proc = self._procs.pop("tansu")
+        self._tansu_argv = proc.args
         proc.kill()
         proc.wait()
-        self._spawn("tansu", proc.args, {"RUST_LOG": "warn"})
+
+    def start_broker(self) -> None:
+        """Start Tansu again on the same port and recreate the catalogue's topics (empty: memory storage)."""
+        self._spawn("tansu", self._tansu_argv, {"RUST_LOG": "warn"})
         wait_for_port(self.kafka_port)
         create_topics(self.kafka_bootstrap)
 
