@@ -123,3 +123,15 @@ def test_retry_backs_off_and_counts_attempts() -> None:
     assert funnel.due(2_500) == [version]
     assert funnel.retry(version, 3_000, 500) == 2
     assert funnel.due(3_999) == []
+
+
+def test_held_receipts_are_those_of_open_versions_only() -> None:
+    funnel = Funnel("_SUCCESS", quiet_ms=10_000)
+    part, marker = obj("datasets/m/v1/part-0.jsonl"), obj("datasets/m/v1/_SUCCESS")
+    funnel.observe(part, where(part), "r1")
+    funnel.observe(part, where(part), "r2")  # a redelivery: a new, valid handle
+    funnel.observe(marker, where(marker), "r3")
+    assert funnel.held_receipts() == ["r1", "r2", "r3"]
+    (version,) = funnel.due(2_000)
+    funnel.finish(version, [part, marker])
+    assert funnel.held_receipts() == []

@@ -90,6 +90,16 @@ class SqsQueue:
                                             WaitTimeSeconds=self.wait_s, VisibilityTimeout=self.visibility_s)
         return [QueueMessage(m["MessageId"], m["ReceiptHandle"], m["Body"]) for m in reply.get("Messages", [])]
 
+    def extend(self, receipts: list[str]) -> int:
+        """Keep held messages invisible for another timeout; returns how many SQS refused (stale receipts)."""
+        failed, receipts = 0, list(dict.fromkeys(receipts))
+        for start in range(0, len(receipts), 10):
+            batch = [{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": self.visibility_s}
+                     for i, r in enumerate(receipts[start:start + 10])]
+            reply = self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=batch)
+            failed += len(reply.get("Failed", []))
+        return failed
+
     def delete(self, receipts: list[str]) -> int:
         """Delete in batches of ten; returns how many SQS refused (stale receipts after a redelivery)."""
         failed, receipts = 0, list(dict.fromkeys(receipts))

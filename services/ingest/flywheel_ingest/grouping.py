@@ -85,6 +85,10 @@ class Funnel:
             self.pending[slot] = PendingVersion(bucket, where.model_id, where.prefix)
         return self.pending[slot]
 
+    def held_receipts(self) -> list[str]:
+        """SQS receipts of objects in versions not closed yet: their messages must stay invisible."""
+        return [r for v in self.pending.values() for rs in v.receipts.values() for r in rs]
+
     def due(self, now_ms: int) -> list[PendingVersion]:
         """Versions ready to close; they are marked closing until finish() or retry()."""
         ready = [v for v in self.pending.values() if v.closable(now_ms, self.quiet_ms)]

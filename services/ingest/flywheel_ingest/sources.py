@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from flywheel.deadletter import SourceRecord, dead_letter
 from flywheel.events import ids
@@ -21,12 +22,14 @@ ERROR_PAUSE_S = 1.0
 class NotificationPoller:
     def __init__(self, ingestor: Ingestor, queue: SqsQueue) -> None:
         self.ingestor, self.queue = ingestor, queue
+        self.extended_at = time.monotonic()
 
     async def run(self) -> None:
         while True:
             try:
                 messages = await self.ingestor.blocking(self.queue.receive)
                 await self.handle(messages)
+                await self.keep_held_invisible()
             except asyncio.CancelledError:
                 raise
             except Exception:  # SQS or broker trouble: keep polling, the messages come back
@@ -48,6 +51,17 @@ class NotificationPoller:
                 durable += await self.ingestor.observe(seen, "sqs", message.receipt)
         self.ingestor.close_due()
         await self.ingestor.delete(durable)
+
+    async def keep_held_invisible(self) -> None:
+        """A long backlog can outlast the visibility timeout of messages held for an open version; without
+        this they would come back ahead of the marker's message again and again."""
+        if time.monotonic() - self.extended_at < self.queue.visibility_s / 2:
+            return
+        self.extended_at = time.monotonic()
+        held = self.ingestor.funnel.held_receipts()
+        if held:
+            stale = await self.ingestor.blocking(self.queue.extend, held)
+            log.info("kept %d held notifications invisible (%d stale)", len(held) - stale, stale)
 
     async def _dead_letter(self, message: QueueMessage, error: Exception) -> None:
         source = SourceRecord(f"sqs:{self.queue.name}", 0, -1, message.message_id.encode(), message.body.encode())
