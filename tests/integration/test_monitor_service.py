@@ -95,7 +95,10 @@ def test_degrading_stream_gives_exactly_one_retrain_request_with_evidence(bus: B
 
 def test_recovering_stream_gives_none(bus: Bus, monitor: ServiceProcess):
     model = f"recovering-{RUN}"
-    stream(bus, model, [0.93] * 20 + [0.7] * 3 + [0.93] * 30, now_ms())
+    # Start on a 5 s boundary (accuracy-low's window) so that the dip sits inside a window of good values:
+    # windows are event time, and a window holding little but the dip would be a real breach.
+    start = (now_ms() // 5000 + 1) * 5000
+    stream(bus, model, [0.93] * 20 + [0.7] * 3 + [0.93] * 30, start)
     settle(bus, model)
     assert requests_for(bus, model) == []
 

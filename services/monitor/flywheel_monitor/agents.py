@@ -13,6 +13,7 @@ from flywheel.faust_app import DeadLetters, source_of
 from flywheel_monitor import metrics as m
 from flywheel_monitor.engine import MonitorEngine, Outcome
 from flywheel_monitor.evidence import retrain_requested
+from flywheel_monitor.rules import Rule
 
 log = logging.getLogger("monitor")
 
@@ -26,12 +27,16 @@ class MonitorHandlers:
         self.engine, self.codec, self.dead_letters = engine, codec, dead_letters
         self.retrain_topic, self.service = retrain_topic, service
         self.model_label = m.ModelLabels(max_models)
+        # per-event metric children, looked up once: event name -> (kind, events, processing)
+        self._kinds: dict[str, tuple[str, Any, Any]] = {}
+        self._observations = m.Children(m.OBSERVATIONS)
+        self._series: dict[tuple[str, str], m.RuleSeries] = {}
 
     async def handle(self, message: Any, event: Decoded) -> None:
         """One decoded event; anything it cannot process goes to the dead-letter topic, never up."""
-        kind = event.name.rsplit(".", 1)[-1]
+        kind, events, processing = self._kinds.get(event.name) or self._kind(event.name)
         started = time.perf_counter()
-        m.EVENTS.labels(kind).inc()
+        events.inc()
         try:
             await self._dispatch(event)
         except InvalidEvent as exc:
@@ -39,7 +44,12 @@ class MonitorHandlers:
         except Exception as exc:  # a bug on one record must not stop the stream; keep the record to replay
             log.exception("failed to process %s", kind, extra=ids(event.record))
             await self.dead_letters.send(source_of(message), exc)
-        m.PROCESSING.labels(kind).observe(time.perf_counter() - started)
+        processing.observe(time.perf_counter() - started)
+
+    def _kind(self, name: str) -> tuple[str, Any, Any]:
+        kind = name.rsplit(".", 1)[-1]
+        entry = self._kinds[name] = (kind, m.EVENTS.labels(kind), m.PROCESSING.labels(kind))
+        return entry
 
     async def _dispatch(self, event: Decoded) -> None:
         record = event.record
@@ -56,7 +66,7 @@ class MonitorHandlers:
         outcome = self.engine.observe(record)
         model = self.model_label(record["model_id"])
         summary = record.get("summary")
-        m.OBSERVATIONS.labels(model).inc(summary["count"] if summary else record["sample_count"])
+        self._observations(model).inc(summary["count"] if summary else record["sample_count"])
         self._export(model, outcome)
         for trigger in outcome.triggers:
             retrain = retrain_requested(trigger, record["envelope"], self.engine.rules, self.service)
@@ -69,14 +79,18 @@ class MonitorHandlers:
                             "model_id": trigger.model_id, "rule": trigger.rule.name})
 
     def _export(self, model: str, outcome: Outcome) -> None:
-        drift = self.engine.rules.drift
         for ev in outcome.evaluations:
-            m.WINDOW_VALUE.labels(model, ev.rule.name).set(ev.value)
-            m.WINDOW_SAMPLES.labels(model, ev.rule.name).set(ev.samples)
-            is_drift = drift is not None and ev.rule.name == drift.name
-            m.THRESHOLD.labels(model, ev.rule.name).set(drift.psi_threshold if is_drift else ev.rule.threshold)
+            series = self._series.get((model, ev.rule.name)) or self._new_series(model, ev.rule)
+            series.value.set(ev.value)
+            series.samples.set(ev.samples)
             if ev.breached:
-                m.BREACHES.labels(model, ev.rule.name).inc()
+                series.breached()
+
+    def _new_series(self, model: str, rule: Rule) -> m.RuleSeries:
+        drift = self.engine.rules.drift
+        threshold = drift.psi_threshold if drift is not None and rule.name == drift.name else rule.threshold
+        series = self._series[(model, rule.name)] = m.RuleSeries(model, rule.name, threshold)
+        return series
 
     def on_registered(self, record: dict[str, Any]) -> None:
         if self.engine.register(record):

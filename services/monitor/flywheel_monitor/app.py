@@ -9,9 +9,10 @@ import faust
 
 from flywheel.bootstrap import build_codec
 from flywheel.catalogue import topic
-from flywheel.faust_app import DeadLetters, decoded, make_app, raw_topic, raw_topics
+from flywheel.faust_app import DeadLetters, make_app, raw_topic, raw_topics
 from flywheel_monitor import metrics
 from flywheel_monitor.agents import MonitorHandlers
+from flywheel_monitor.decoding import MillisDecoder, consume
 from flywheel_monitor.engine import MonitorEngine
 from flywheel_monitor.recovery import recover
 from flywheel_monitor.settings import MonitorSettings
@@ -32,6 +33,7 @@ def create_app(settings: MonitorSettings) -> faust.App:
     codec = build_codec(settings)
     dead_letters = DeadLetters(app, codec, SERVICE)
     engine = MonitorEngine(settings.rule_set, FaustWindowStore(app, window_sizes(settings)))
+    decoder = MillisDecoder(codec)  # timestamps as epoch ms: no datetime round trip per event
     handlers = MonitorHandlers(engine, codec, dead_letters, raw_topic(app, topic(RETRAIN_TOPIC)), SERVICE,
                                settings.metrics_max_models)
 
@@ -46,8 +48,7 @@ def create_app(settings: MonitorSettings) -> faust.App:
     @app.agent(raw_topics(app, CONSUMES))
     async def monitor(stream: faust.StreamT) -> None:
         await recover_state()  # before the first event, so known models and cooldowns are in place
-        async for message, event in decoded(stream, codec, dead_letters):
-            await handlers.handle(message, event)
+        await consume(stream, decoder, dead_letters, handlers.handle)
 
     app.flywheel_engine = engine  # for tests and benchmarks that drive the app in-process
     return app

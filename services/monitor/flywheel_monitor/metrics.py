@@ -6,6 +6,8 @@ registered models, capped by settings.metrics_max_models (the rest share model="
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 OTHER = "_other"
@@ -53,3 +55,38 @@ class ModelLabels:
             self._seen.add(model_id)
             return model_id
         return OTHER
+
+
+class Children:
+    """Labelled children of one metric, resolved once per label values (`labels()` is a lock and a dict walk).
+
+    Bounded like the labels themselves; a child stays valid for the life of its metric.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self.metric.labels(*labels)
+        return child
+
+
+class RuleSeries:
+    """The (model, rule) series one evaluation updates, resolved once; the threshold is set when created."""
+
+    __slots__ = ("value", "samples", "_labels", "_breaches")
+
+    def __init__(self, model: str, rule: str, threshold: float) -> None:
+        self.value = WINDOW_VALUE.labels(model, rule)
+        self.samples = WINDOW_SAMPLES.labels(model, rule)
+        THRESHOLD.labels(model, rule).set(threshold)
+        self._labels = (model, rule)
+        self._breaches: Any = None  # created on the first breach, as before: no zero series until then
+
+    def breached(self) -> None:
+        if self._breaches is None:
+            self._breaches = BREACHES.labels(*self._labels)
+        self._breaches.inc()

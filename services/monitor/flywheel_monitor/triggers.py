@@ -41,6 +41,8 @@ class Verdict:
 
 
 QUIET = Verdict(False, False)
+BREACHED = Verdict(True, False)  # breached, but no retrain request (streak, hysteresis or cooldown)
+FIRE = Verdict(True, True)
 
 
 def evaluate(state: RuleState, rule: Rule, window: int, value: float, samples: int, at_ms: int) -> Verdict:
@@ -55,12 +57,14 @@ def evaluate(state: RuleState, rule: Rule, window: int, value: float, samples: i
     state.window_breached = breached
     if state.breaching and rule.recovered(value):
         state.breaching = False
-    if not breached or state.breaching or state.streak + 1 < rule.consecutive_windows:
-        return Verdict(breached, False)
+    if not breached:
+        return QUIET
+    if state.breaching or state.streak + 1 < rule.consecutive_windows:
+        return BREACHED
     if state.in_cooldown(at_ms, int(rule.cooldown_s * 1000)):
-        return Verdict(True, False)
+        return BREACHED
     state.breaching, state.last_trigger_ms = True, at_ms
-    return Verdict(True, True)
+    return FIRE
 
 
 def restore(state: RuleState, triggered_at_ms: int) -> None:

@@ -1,0 +1,75 @@
+"""The monitor's decoder (timestamps as epoch ms) and its Faust window store (event time on read and write)."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from flywheel.bootstrap import build_codec
+from flywheel.errors import CodecError, InvalidEvent, UndecodableRecord
+from flywheel.faust_app import decode_for_topic, make_app
+from flywheel.settings import FlywheelSettings
+from flywheel_monitor.decoding import MillisDecoder, without_millis
+from flywheel_monitor.examples import histogram_summary, metric_event, registration
+from flywheel_monitor.tables import FaustWindowStore
+from flywheel_monitor.windows import Aggregate
+
+CODEC = build_codec(FlywheelSettings())
+DECODER = MillisDecoder(CODEC)
+AT = 1_700_000_000_123
+
+
+def test_same_record_as_the_codec_with_timestamps_as_epoch_ms():
+    summary = histogram_summary([5, 5], [0.5], 0.0, 1.0)
+    payload = CODEC.encode("ModelMetricsObserved", metric_event("m-dec", 0.9, 10, at_ms=AT, summary=summary))
+    fast = DECODER.decode_for_topic("model.metrics-observed", payload)
+    slow = decode_for_topic(CODEC, "model.metrics-observed", payload)
+    assert fast.name == slow.name == "flywheel.ModelMetricsObserved"
+    assert fast.record["window_end"] == AT and fast.record["envelope"]["occurred_at"] == AT
+    assert slow.record["window_end"] == datetime.fromtimestamp(AT / 1000, UTC)
+    as_ms = {**slow.record, "window_start": AT - 1000, "window_end": AT,
+             "envelope": {**slow.record["envelope"], "occurred_at": AT}}
+    assert fast.record == as_ms
+
+
+def test_registration_keeps_its_reference_and_int_timestamps():
+    payload = CODEC.encode("ModelVersionRegistered", registration("m-dec", reference={"f": [0.5, 0.5]}, at_ms=AT))
+    record = DECODER.decode_for_topic("model.version-registered", payload).record
+    assert record["envelope"]["occurred_at"] == AT and record["reference_distribution"] == {"f": [0.5, 0.5]}
+
+
+@pytest.mark.parametrize("data", [b"\x00not avro at all", None, b""])
+def test_garbage_is_a_codec_error(data):
+    with pytest.raises(CodecError):
+        DECODER.decode(data)
+
+
+def test_trailing_bytes_are_undecodable():
+    payload = CODEC.encode("ModelMetricsObserved", metric_event("m-dec", 0.9, at_ms=AT))
+    with pytest.raises(UndecodableRecord, match="trailing"):
+        DECODER.decode(payload + b"\x00")
+
+
+def test_a_record_on_the_wrong_topic_is_invalid():
+    payload = CODEC.encode("ModelMetricsObserved", metric_event("m-dec", 0.9, at_ms=AT))
+    with pytest.raises(InvalidEvent, match="carries ModelVersionRegistered"):
+        DECODER.decode_for_topic("model.version-registered", payload)
+
+
+def test_only_timestamp_millis_loses_its_logical_type():
+    schema = {"type": "record", "name": "r", "fields": [
+        {"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "u", "type": {"type": "string", "logicalType": "uuid"}}]}
+    assert without_millis(schema)["fields"] == [{"name": "t", "type": {"type": "long"}},
+                                                {"name": "u", "type": {"type": "string", "logicalType": "uuid"}}]
+
+
+def test_faust_store_reads_and_writes_the_event_time_window(tmp_path):
+    app = make_app("monitor-store-test", FlywheelSettings(data_dir=tmp_path))
+    store = FaustWindowStore(app, {5000})
+    first = Aggregate().add(metric_event("m", 0.5, 10, at_ms=AT))
+    store.put("m|accuracy", 5000, AT, first)
+    assert store.get("m|accuracy", 5000, AT + 1000) is first  # same 5 s window, the object itself
+    assert store.get("m|accuracy", 5000, AT + 5000) is None  # the next window starts empty
+    later = Aggregate().add(metric_event("m", 0.7, 10, at_ms=AT + 5000))
+    store.put("m|accuracy", 5000, AT + 5000, later)
+    assert store.get("m|accuracy", 5000, AT) is first and store.get("m|accuracy", 5000, AT + 5000) is later
