@@ -23,8 +23,9 @@ def engine(rules: RuleSet = RULES) -> MonitorEngine:
     return eng
 
 
-def stream(values, start=T0, step_ms=250, samples=200):
-    return [metric_event("support-intent", v, samples, at_ms=start + i * step_ms) for i, v in enumerate(values)]
+def stream(values, start=T0, step_ms=250, samples=200, version="v1"):
+    return [metric_event("support-intent", v, samples, at_ms=start + i * step_ms, model_version=version)
+            for i, v in enumerate(values)]
 
 
 def triggers_of(eng, events):
@@ -53,7 +54,16 @@ def test_a_new_version_rearms_the_rule():
     assert len(triggers_of(eng, first)) == 1
     assert eng.register(registration("support-intent", "v2", at_ms=T0 + 10_000))
     assert not eng.register(registration("support-intent", "v2", at_ms=T0 + 11_000))  # a duplicate
-    assert len(triggers_of(eng, stream([0.6] * 20, start=T0 + 20_000))) == 1
+    assert len(triggers_of(eng, stream([0.6] * 20, start=T0 + 20_000, version="v2"))) == 1
+
+
+def test_observations_of_a_replaced_version_do_not_feed_the_new_one():
+    """During a rollout, servers still on v1 say nothing about v2: their windows must not trip v2's rules."""
+    eng = engine()
+    assert eng.register(registration("support-intent", "v2", at_ms=T0 - 1_000))
+    stale = [eng.observe(e) for e in stream([0.6] * 40, version="v1")]
+    assert {o.ignored for o in stale} == {"replaced_version"} and not any(o.triggers for o in stale)
+    assert len(triggers_of(eng, stream([0.6] * 20, start=T0 + 20_000, version="v2"))) == 1
 
 
 def test_restored_retrain_request_blocks_a_duplicate_after_restart():

@@ -64,6 +64,9 @@ class MonitorHandlers:
 
     async def on_metrics(self, record: dict[str, Any]) -> None:
         outcome = self.engine.observe(record)
+        if outcome.ignored:
+            m.IGNORED.labels(outcome.ignored).inc()
+            return
         model = self.model_label(record["model_id"])
         summary = record.get("summary")
         self._observations(model).inc(summary["count"] if summary else record["sample_count"])

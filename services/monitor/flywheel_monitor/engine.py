@@ -53,6 +53,7 @@ class Evaluation:
 class Outcome:
     evaluations: list[Evaluation] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    ignored: str | None = None  # why the observation was not folded (e.g. it is about a replaced version)
 
 
 class MonitorEngine:
@@ -60,6 +61,9 @@ class MonitorEngine:
         self.rules = rules
         self.store = store
         self.models: dict[str, ModelInfo] = {}
+        # Versions a newer registration replaced: servers still on them during a rollout say nothing about
+        # the new model, so their observations must not feed its windows.
+        self.retired: dict[str, set[str]] = defaultdict(set)
         self.states: dict[tuple[str, str], RuleState] = defaultdict(RuleState)
         self.drift_rule = _drift_as_rule(rules.drift) if rules.drift else None
         self._plans: dict[str, dict[int, tuple[Rule, ...]]] = {}
@@ -70,6 +74,9 @@ class MonitorEngine:
         known = self.models.get(model)
         if known is not None and known.version == version:
             return False
+        if known is not None:
+            self.retired[model].add(known.version)
+        self.retired[model].discard(version)
         at = to_millis(record["envelope"]["occurred_at"])
         self.models[model] = ModelInfo(version, at, dict(record.get("reference_distribution") or {}))
         for key in [k for k in self.states if k[0] == model]:
@@ -89,6 +96,8 @@ class MonitorEngine:
         info = self.models.get(record["model_id"])
         if info is None:
             raise UnknownModel(f"model {record['model_id']!r} has no registered version")
+        if record["model_version"] in self.retired[record["model_id"]]:
+            return Outcome(ignored="replaced_version")
         outcome = Outcome()
         at = observed_at_ms(record)
         key = f"{record['model_id']}|{record['metric']}"
