@@ -181,3 +181,12 @@ def running(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     workdir = tmp_path_factory.mktemp("fault")
     with platform_running(workdir, getattr(request.module, "PLATFORM_ENV", None)) as found:
         yield found
+
+
+def jsonl(rows: int, seed: int) -> bytes:
+    """A small labelled JSONL object; `seed` keeps each object's content (and ETag) distinct."""
+    labels = ("billing", "shipping", "refund", "other")
+    return "".join(
+        json.dumps({"text": f"message {seed}-{i}", "label": labels[(seed + i) % 4]}) + "\n"
+        for i in range(rows)
+    ).encode()

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, assert_one_run_per_trigger, wait_until
+from conftest import ARTIFACTS, assert_one_run_per_trigger, jsonl, wait_until
 
 from flywheel.events import now_ms
 from flywheel_monitor.examples import metric_event
@@ -36,14 +36,6 @@ def hold_dir():
     for path in HOLD.iterdir():
         path.unlink()
     HOLD.rmdir()
-
-
-def jsonl(rows: int, seed: int) -> bytes:
-    labels = ("billing", "shipping", "refund", "other")
-    return "".join(
-        json.dumps({"text": f"message {seed}-{i}", "label": labels[(seed + i) % 4]}) + "\n"
-        for i in range(rows)
-    ).encode()
 
 
 def upload(running, model: str, version: str = "v1", parts: int = 3) -> str:

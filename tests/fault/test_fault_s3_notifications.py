@@ -8,19 +8,11 @@ import time
 import uuid
 from typing import Any
 
-from conftest import assert_one_run_per_trigger
+from conftest import assert_one_run_per_trigger, jsonl
 
 BUCKET = "flywheel-data"
 # Versions here must close from the notifications under test, not from a scan tick; the start-up scan still runs.
 PLATFORM_ENV = {"FLYWHEEL_SCAN_INTERVAL_S": "600"}
-
-
-def jsonl(rows: int, seed: int) -> bytes:
-    labels = ("billing", "shipping", "refund", "other")
-    return "".join(
-        json.dumps({"text": f"message {seed}-{i}", "label": labels[(seed + i) % 4]}) + "\n"
-        for i in range(rows)
-    ).encode()
 
 
 def notifications_to(running, queue_url: str) -> None:

@@ -12,7 +12,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ import pytest
 from flywheel.localstack import free_port, wait_for_port
 from flywheel.platform import ServiceProcess
 from flywheel_monitor import dashboards
-from flywheel_monitor.examples import Bus, histogram_summary, metric_event, registration, training_events
+from flywheel_monitor.examples import (
+    Bus,
+    histogram_summary,
+    metric_event,
+    registration,
+    training_events,
+    wait_for,
+)
 
 RUN = uuid.uuid4().hex[:6]
 REFERENCE = {"len": [0.25, 0.25, 0.25, 0.25]}
@@ -72,15 +79,6 @@ class Prometheus:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} within {timeout:.0f}s")
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,8 @@ a recovering one -> none, bad input dead-lettered, and no duplicate after a rest
 from __future__ import annotations
 
 import math
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,9 @@ import pytest
 from flywheel.events import now_ms, to_millis
 from flywheel.localstack import free_port
 from flywheel.platform import ServiceProcess
-from flywheel_monitor.examples import Bus, metric_event, registration
+from flywheel_monitor.examples import Bus, metric_event, registration, wait_for
 
 RUN = uuid.uuid4().hex[:6]
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.3)
-    raise TimeoutError(f"{what} within {timeout:.0f}s")
 
 
 @pytest.fixture(scope="module")

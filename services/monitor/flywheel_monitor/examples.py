@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -101,3 +103,13 @@ class Bus:
         finally:
             consumer.close()
         return out
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    """Poll `condition` until it returns something truthy; TimeoutError says what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} within {timeout:.0f}s")
