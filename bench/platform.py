@@ -13,8 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import boto3
-
 from bench.common import BenchResult, percentile
 from flywheel.bootstrap import build_codec
 from flywheel.demo import settings_for
@@ -41,8 +39,7 @@ def _measure(stack: LocalStack, workdir: Path, samples: int) -> dict[str, list[f
     script.write_text(EXIT_AT_ONCE)
     env = {"FLYWHEEL_POLICY": json.dumps({"debounce_s": 0}), "FLYWHEEL_TRAINING_ENTRY_POINT": str(script)}
     settings = settings_for(stack)
-    s3 = boto3.client("s3", endpoint_url=stack.aws_endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = stack.client("s3")
     hops: dict[str, list[float]] = {"landed_to_started": [], "landed_to_dataset_ready": [], "ready_to_started": []}
     with Platform(stack, workdir, services=("ingest", "orchestrator"), extra_env=env):
         timeline = Timeline(settings, build_codec(settings))

@@ -44,12 +44,9 @@ class Scenario:
 
     def __init__(self, stack: LocalStack, timeline: Timeline, printer: Printer, examples: int,
                  train_timeout: float) -> None:
-        import boto3
-
         self.stack, self.timeline, self.printer = stack, timeline, printer
         self.examples, self.train_timeout = examples, train_timeout
-        self.s3 = boto3.client("s3", endpoint_url=stack.aws_endpoint, region_name="us-east-1",
-                               aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.s3 = stack.client("s3")
         self.settings = settings_for(stack)
         self.codec = build_codec(self.settings)
 

@@ -113,6 +113,9 @@ class LocalStack:
     def queue_url(self) -> str:
         return f"{self.aws_endpoint}/123456789012/{self.resources.notification_queue}"
 
+    def client(self, service: str) -> Any:
+        return moto_client(self.aws_endpoint, service)
+
     def start(self) -> LocalStack:
         try:
             if not self.external_kafka:
@@ -201,13 +204,18 @@ def create_topics(bootstrap: str, timeout: float = 20.0) -> None:
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
 
 
-def provision_aws(endpoint: str, res: StackResources) -> None:
-    """Buckets, the notification queue with S3 -> SQS wiring, and a SageMaker execution role, on moto."""
+def moto_client(endpoint: str, service: str) -> Any:
+    """A boto3 client for the moto stand-in at `endpoint` (its dummy credentials, never real ones)."""
     import boto3
 
-    kw = {"endpoint_url": endpoint, "region_name": MOTO_ENV["AWS_DEFAULT_REGION"],
-          "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    s3, sqs, iam = boto3.client("s3", **kw), boto3.client("sqs", **kw), boto3.client("iam", **kw)
+    return boto3.client(service, endpoint_url=endpoint, region_name=MOTO_ENV["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=MOTO_ENV["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=MOTO_ENV["AWS_SECRET_ACCESS_KEY"])
+
+
+def provision_aws(endpoint: str, res: StackResources) -> None:
+    """Buckets, the notification queue with S3 -> SQS wiring, and a SageMaker execution role, on moto."""
+    s3, sqs, iam = (moto_client(endpoint, name) for name in ("s3", "sqs", "iam"))
     for bucket in (res.data_bucket, res.artifact_bucket):
         s3.create_bucket(Bucket=bucket)
     queue_url = sqs.create_queue(QueueName=res.notification_queue)["QueueUrl"]

@@ -70,15 +70,7 @@ class Running:
         return self._producer
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        return boto3.client(
-            service,
-            endpoint_url=self.stack.aws_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return self.stack.client(service)
 
     def s3(self) -> Any:
         return self.client("s3")

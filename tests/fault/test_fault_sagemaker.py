@@ -27,15 +27,7 @@ def proxy_and_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
     proxies: list[SageMakerFaults] = []
 
     def through_proxy(stack) -> dict[str, str]:
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=stack.aws_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        s3 = stack.client("s3")
         proxies.append(SageMakerFaults(stack.moto_port, s3, "smfail", "smthrottle", THROTTLES).start())
         endpoint = proxies[0].endpoint
         return {
