@@ -4,15 +4,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := ingest,monitor,orchestrator,local,deploy,dev
+# The runtime core, the three services and the developer tools, each its own distribution (docs/deploy.md).
+PROJECTS := -e . -e services/ingest -e services/orchestrator -e services/monitor -e tools
 
 .PHONY: install run up test test-unit test-contract test-integration test-e2e test-fault test-deploy bench lint fmt tools clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml services/*/pyproject.toml tools/pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -c constraints.txt $(PROJECTS)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINT = ROOT / "services" / "training" / "train.py"
-sys.path.insert(0, str(ROOT))  # flywheel.demodata, whether or not the package is installed
+sys.path.insert(0, str(ROOT))  # flywheel_dev.demodata, whether or not the package is installed
 
 
 def write_dataset(path: Path, n: int, seed: int) -> None:
-    from flywheel.demodata import make_examples
+    from flywheel_dev.demodata import make_examples
 
     path.mkdir(parents=True)
     (path / "data.jsonl").write_text("".join(json.dumps(e) + "\n" for e in make_examples(n, seed=seed)))

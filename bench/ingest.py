@@ -23,9 +23,9 @@ from typing import Any
 
 from bench.common import BenchResult, percentile
 from flywheel.bootstrap import build_codec
-from flywheel.localstack import LocalStack
 from flywheel.settings import FlywheelSettings
-from flywheel_ingest.harness import EventReader, jsonl, stack_client, start_ingest, under
+from flywheel_dev.harness.ingest import EventReader, jsonl, stack_client, start_ingest, under
+from flywheel_dev.localstack import LocalStack
 from flywheel_ingest.validation import Rules, validate_csv, validate_jsonl
 
 GOAL_P50_MS, GOAL_P99_MS = 150.0, 500.0

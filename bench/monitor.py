@@ -28,9 +28,9 @@ def engine_rate(per_event: int, n: int) -> float:
     """Observations/s on one core: decode + validate + window + rules, no broker (the worker's own cost)."""
     from flywheel.bootstrap import build_codec
     from flywheel.settings import FlywheelSettings
+    from flywheel_dev.harness.monitor import registration
     from flywheel_monitor.decoding import MillisDecoder
     from flywheel_monitor.engine import MonitorEngine
-    from flywheel_monitor.examples import registration
     from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
     from flywheel_monitor.windows import DictWindowStore
 

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flywheel.localstack import LocalStack, free_port
+from flywheel_dev.localstack import LocalStack, free_port
 
 
 def breach_latency(samples: int) -> tuple[list[float], list[float]]:
@@ -17,9 +17,9 @@ def breach_latency(samples: int) -> tuple[list[float], list[float]]:
 
     from flywheel.bootstrap import build_codec
     from flywheel.kafka import confluent_producer_config
-    from flywheel.platform import ServiceProcess
     from flywheel.settings import FlywheelSettings
-    from flywheel_monitor.examples import registration
+    from flywheel_dev.harness.monitor import registration
+    from flywheel_dev.platform import ServiceProcess
 
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
         settings = FlywheelSettings(kafka_bootstrap=stack.kafka_bootstrap)
@@ -53,7 +53,7 @@ def _warm_up(producer: Any, codec: Any, consumer: Any, model: str) -> None:
 
 
 def _one_breach(producer: Any, codec: Any, consumer: Any, model: str, timeout: float = 30) -> float:
-    from flywheel_monitor.examples import metric_event
+    from flywheel_dev.harness.monitor import metric_event
 
     record = metric_event(model, 0.5, 600)
     start = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.monitor_workers import produce, rate, read, spawn, stop, wait_until
-from flywheel.localstack import LocalStack
+from flywheel_dev.localstack import LocalStack
 
 PARTITIONS = 4
 SETTLE_S = 2.0  # an assignment that held this long is the group's final one

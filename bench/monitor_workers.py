@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flywheel.localstack import LocalStack, free_port
+from flywheel_dev.localstack import LocalStack, free_port
 
 OBS_PER_EVENT = 500
 MODELS = 16
@@ -26,7 +26,7 @@ TICK_S, PUBLISH_S = 0.01, 0.2
 
 
 def events(n: int, per_event: int, at_ms: int) -> list[dict[str, Any]]:
-    from flywheel_monitor.examples import histogram_summary, metric_event
+    from flywheel_dev.harness.monitor import histogram_summary, metric_event
 
     summary = histogram_summary([per_event // 10] * 10, [0.1 * i for i in range(1, 10)], 0.0, 1.0) \
         if per_event > 1 else None
@@ -41,7 +41,7 @@ def produce(stack: LocalStack, n: int, per_event: int = OBS_PER_EVENT, registrat
     from flywheel.bootstrap import build_codec
     from flywheel.kafka import confluent_producer_config
     from flywheel.settings import FlywheelSettings
-    from flywheel_monitor.examples import registration
+    from flywheel_dev.harness.monitor import registration
 
     settings = FlywheelSettings(kafka_bootstrap=stack.kafka_bootstrap)
     codec, producer = build_codec(settings), Producer(confluent_producer_config(settings))

@@ -15,12 +15,12 @@ import boto3
 
 from bench.common import BenchResult, percentile
 from flywheel.bootstrap import build_codec
-from flywheel.demodata import make_examples
 from flywheel.events import to_millis
-from flywheel.localstack import LocalStack
-from flywheel.platform import Platform
 from flywheel.settings import FlywheelSettings
-from flywheel_orchestrator import seed
+from flywheel_dev.demodata import make_examples
+from flywheel_dev.harness import orchestrator as seed
+from flywheel_dev.localstack import LocalStack
+from flywheel_dev.platform import Platform
 from flywheel_orchestrator.settings import DEFAULT_ENTRY_POINT, OrchestratorSettings
 from flywheel_orchestrator.topics import PRODUCES
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from bench.common import BenchResult, percentile
 from flywheel.bootstrap import build_codec
-from flywheel.demo import settings_for
-from flywheel.demodata import make_examples
-from flywheel.localstack import LocalStack
-from flywheel.platform import Platform
-from flywheel.timeline import Timeline
+from flywheel_dev.demo import settings_for
+from flywheel_dev.demodata import make_examples
+from flywheel_dev.localstack import LocalStack
+from flywheel_dev.platform import Platform
+from flywheel_dev.timeline import Timeline
 
 COMMAND = "python -m bench --only platform"
 EXIT_AT_ONCE = "import sys\nsys.exit(3)\n"

@@ -7,11 +7,11 @@ import json
 import sys
 import time
 import uuid
+from importlib.metadata import entry_points
 from typing import Any
 
 from flywheel import catalogue
 from flywheel.bootstrap import build_codec
-from flywheel.cli_platform import _add_stack_options, _env_pair, cmd_demo, cmd_stack, cmd_up
 from flywheel.clistyle import paint
 from flywheel.errors import FlywheelError, InvalidEvent
 from flywheel.events import envelope, jsonable
@@ -20,6 +20,7 @@ from flywheel.records import apply_assignment, with_defaults
 from flywheel.settings import FlywheelSettings
 
 EXIT_USAGE = 2
+COMMANDS = "flywheel.commands"  # entry point group of commands other distributions add
 
 
 def cmd_topics(args: argparse.Namespace, settings: FlywheelSettings) -> int:
@@ -143,22 +144,8 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--n", type=int, default=None, help="stop after N records")
     tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
-    stack = sub.add_parser("stack", help="start the local stack (Tansu + moto) until Ctrl-C")
-    _add_stack_options(stack)
-    stack.set_defaults(func=cmd_stack)
-    up = sub.add_parser("up", help="start the local stack and the three services until Ctrl-C")
-    _add_stack_options(up)
-    up.add_argument("--web-port", type=int, default=6066, help="first service web port (default 6066)")
-    up.add_argument("--exit-when-healthy", action="store_true", help="stop once everything answers")
-    up.set_defaults(func=cmd_up)
-    demo = sub.add_parser("demo", help="the whole loop on the local stack, with a timeline (make run)")
-    demo.add_argument("--examples", type=int, default=500, help="labelled examples per dataset version")
-    demo.add_argument("--train-timeout", type=float, default=420.0, help="seconds to wait for each fine-tune")
-    demo.add_argument("--keep-running", action="store_true", help="leave the platform up afterwards")
-    demo.add_argument("--workdir", default=".flywheel/demo", help="logs and state")
-    demo.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE",
-                      help="extra environment for the services")
-    demo.set_defaults(func=cmd_demo)
+    for entry in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        entry.load()(sub)  # flywheel-dev's stack, up and demo, where it is installed
     return root
 
 

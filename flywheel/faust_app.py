@@ -11,12 +11,13 @@ from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
-from flywheel.catalogue import TopicSpec, dead_letter_topic, topic
+from flywheel.catalogue import TopicSpec, dead_letter_topic, produced_by, topic
 from flywheel.codec import AvroCodec, Decoded
 from flywheel.deadletter import SourceRecord, dead_letter
 from flywheel.errors import CodecError, InvalidEvent
 from flywheel.events import ids
 from flywheel.msk import faust_auth
+from flywheel.publish import TopicEncoder
 from flywheel.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
@@ -102,20 +103,43 @@ def raw_topics(app: faust.App, names: tuple[str, ...]) -> faust.TopicT:
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
-class DeadLetters:
-    """Sends records a service cannot process to that service's dead-letter topic."""
+class FaustPublisher:
+    """publish(topic, record) from inside a service: schema, key and framing from the catalogue.
+
+    It refuses a topic the service does not produce (one writer per topic). With `acked=True` it returns
+    only once the broker acknowledged the record (ingest records its effect in S3 only then).
+    """
 
     def __init__(self, app: faust.App, codec: AvroCodec, service: str) -> None:
         self.service = service
-        self.codec = codec
-        self.topic = raw_topic(app, dead_letter_topic(service))
+        self.encoder = TopicEncoder(codec)
+        self._topics = {name: raw_topic(app, topic(name)) for name in produced_by(service)}
+
+    async def publish(self, topic_name: str, record: dict[str, Any], *, acked: bool = False) -> None:
+        target = self._topics.get(topic_name)
+        if target is None:
+            raise ValueError(f"{self.service} does not produce {topic_name} (the catalogue names "
+                             f"{topic(topic_name).producer} as its one writer)")
+        out = self.encoder.outgoing(topic_name, record)
+        pending = await target.send(key=out.key, value=out.value)
+        if acked:
+            await pending
+
+
+class DeadLetters:
+    """Sends records a service cannot process to that service's dead-letter topic."""
+
+    def __init__(self, publisher: FaustPublisher) -> None:
+        self.service = publisher.service
+        self.publisher = publisher
+        self.topic = dead_letter_topic(self.service).name
 
     async def send(self, source: SourceRecord, error: BaseException) -> None:
         record = dead_letter(source, error, self.service)
         DEAD_LETTERS.labels(self.service, source.topic, type(error).__name__).inc()
         log.warning("dead-lettered %s/%s@%s: %s", source.topic, source.partition, source.offset, error,
                     extra={**ids(record), "error_type": type(error).__name__})
-        await self.topic.send(key=source.topic.encode(), value=self.codec.encode("DeadLetter", record))
+        await self.publisher.publish(self.topic, record)
 
 
 def source_of(message: Any) -> SourceRecord:

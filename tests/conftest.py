@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One Tansu + moto for the whole session, on free loopback ports; topics, buckets, S3->SQS wired."""
-    from flywheel.localstack import LocalStack
+    from flywheel_dev.localstack import LocalStack
 
     logs = tmp_path_factory.mktemp("stack-logs")
     with LocalStack(external_kafka=os.environ.get("FLYWHEEL_TEST_EXTERNAL_KAFKA"), log_dir=logs) as running:

@@ -7,12 +7,22 @@ import importlib
 import pytest
 
 from flywheel import catalogue
-from flywheel.catalogue import MODEL_PARTITIONS, TOPICS, Service, dead_letter_topic, produced_by, topic
+from flywheel.catalogue import (
+    MODEL_PARTITIONS,
+    RUNNING_SERVICES,
+    TOPICS,
+    Service,
+    consumed_by,
+    dead_letter_topic,
+    produced_by,
+    replayed_by,
+    topic,
+)
 from flywheel.schemas import SchemaSet
 from flywheel.settings import REPO_SCHEMA_DIR
 
 SCHEMAS = SchemaSet(REPO_SCHEMA_DIR)
-SERVICES = (Service.INGEST, Service.ORCHESTRATOR, Service.MONITOR)
+SERVICES = RUNNING_SERVICES
 
 
 def test_topic_names_are_unique() -> None:
@@ -43,12 +53,26 @@ def test_every_event_travels_somewhere() -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_service_topic_lists_match_the_catalogue(service: str) -> None:
+def test_service_topic_lists_are_the_catalogue_s(service: str) -> None:
     topics = importlib.import_module(f"flywheel_{service}.topics")
-    for name in (*topics.CONSUMES, *topics.PRODUCES):
-        topic(name)
-    assert set(topics.PRODUCES) == {t.name for t in produced_by(service)}, "single writer per topic"
+    assert topics.SERVICE == service
+    assert set(topics.PRODUCES) == set(produced_by(service)), "single writer per topic"
+    assert set(topics.CONSUMES) == set(consumed_by(service))
+    assert set(topics.REPLAYS) == set(replayed_by(service))
     assert not set(topics.CONSUMES) & set(topics.PRODUCES)
+
+
+def test_every_consumer_and_replayer_is_a_running_service() -> None:
+    for spec in TOPICS:
+        assert set(spec.consumers) <= set(RUNNING_SERVICES), spec.name
+        assert set(spec.replayed_by) <= set(RUNNING_SERVICES), spec.name
+        assert spec.producer in (*RUNNING_SERVICES, Service.SERVING, Service.OPERATOR), spec.name
+
+
+def test_every_event_a_service_produces_for_others_has_a_consumer_or_is_for_people() -> None:
+    # Dead letters and rejections are read by people (flywheel tail), everything else by a service.
+    unread = {t.name for t in TOPICS if not t.consumers}
+    assert unread == {"dataset.rejected", *(f"{s}.dead-letter" for s in SERVICES)}
 
 
 def test_unknown_topic_error_lists_the_known_ones() -> None:

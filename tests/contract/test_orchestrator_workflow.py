@@ -13,9 +13,10 @@ import pytest
 from moto import mock_aws
 
 from flywheel.bootstrap import build_codec
-from flywheel.demodata import make_examples
 from flywheel.settings import FlywheelSettings
-from flywheel_orchestrator import messages, runtime, seed
+from flywheel_dev.demodata import make_examples
+from flywheel_dev.harness import orchestrator as seed
+from flywheel_orchestrator import messages, runtime
 from flywheel_orchestrator.domain import RunSpec
 from flywheel_orchestrator.engine import LocalEngine
 from flywheel_orchestrator.launchers.base import JobState, JobStatus

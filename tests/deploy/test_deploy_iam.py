@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flywheel import deploy_check
+from flywheel_dev import deploy_check
 
 IAM = deploy_check.REPO / "deploy" / "iam"
 SERVICES = ("ingest", "orchestrator", "monitor")
@@ -58,7 +58,7 @@ def test_msk_topic_grants_follow_the_services_topic_lists(svc: str) -> None:
     internal = f"flywheel-{svc}-*"  # Faust's own changelog and leader topics
     doc = load(IAM / f"flywheel-{svc}.json")
     assert topic_names(doc, "kafka-cluster:WriteData") == {*topics.PRODUCES, internal}
-    assert topic_names(doc, "kafka-cluster:ReadData") == {*topics.CONSUMES, *getattr(topics, "REPLAY", ()), internal}
+    assert topic_names(doc, "kafka-cluster:ReadData") == {*topics.CONSUMES, *topics.REPLAYS, internal}
 
 
 def actions(svc: str) -> set[str]:

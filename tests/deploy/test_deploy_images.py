@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from flywheel import deploy_check
+from flywheel_dev import deploy_check
 
 REPO = deploy_check.REPO
 SERVICES = ("ingest", "orchestrator", "monitor")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flywheel import deploy_check, deploy_policy
+from flywheel_dev import deploy_check, deploy_policy
 
 Objects = list[dict[str, Any]]
 

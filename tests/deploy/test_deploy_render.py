@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from flywheel import deploy_check
-from flywheel.deploy_policy import violations
+from flywheel_dev import deploy_check
+from flywheel_dev.deploy_policy import violations
 
 REPO = deploy_check.REPO
 SERVICES = ("ingest", "orchestrator", "monitor")

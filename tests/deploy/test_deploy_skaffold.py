@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flywheel import deploy_check
+from flywheel_dev import deploy_check
 
 REPO = deploy_check.REPO
 SCHEMA = REPO / "deploy" / "schemas" / "skaffold-v4beta14.schema.json"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.demo import DEMO_ENV, Scenario, settings_for
-from flywheel.localstack import LocalStack
-from flywheel.platform import Platform
-from flywheel.timeline import Seen, Timeline
-from flywheel.timeline_view import Printer
+from flywheel_dev.demo import DEMO_ENV, Scenario, settings_for
+from flywheel_dev.localstack import LocalStack
+from flywheel_dev.platform import Platform
+from flywheel_dev.timeline import Seen, Timeline
+from flywheel_dev.timeline_view import Printer
 
 # Fewer examples and a shorter fine-tune than `make run`: the same code path, CI-sized.
 E2E_EXAMPLES = 160

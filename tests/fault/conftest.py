@@ -22,10 +22,10 @@ import pytest
 
 from flywheel.bootstrap import build_codec
 from flywheel.codec import AvroCodec
-from flywheel.demo import DEMO_ENV, settings_for
-from flywheel.localstack import LocalStack
-from flywheel.platform import Platform
-from flywheel.timeline import Seen, Timeline
+from flywheel_dev.demo import DEMO_ENV, settings_for
+from flywheel_dev.localstack import LocalStack
+from flywheel_dev.platform import Platform
+from flywheel_dev.timeline import Seen, Timeline
 
 STUB_TRAINER = Path(__file__).with_name("stub_trainer.py")
 ARTIFACTS = "flywheel-artifacts"

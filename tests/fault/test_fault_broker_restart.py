@@ -15,11 +15,11 @@ from __future__ import annotations
 import signal
 import uuid
 
-from conftest import ARTIFACTS, assert_one_run_per_trigger, wait_until
 from test_fault_kill_services import upload
 
-from flywheel.demo import settings_for
-from flywheel.timeline import Timeline
+from conftest import ARTIFACTS, assert_one_run_per_trigger, wait_until
+from flywheel_dev.demo import settings_for
+from flywheel_dev.timeline import Timeline
 
 RUN = uuid.uuid4().hex[:6]
 

@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, assert_one_run_per_trigger, jsonl, wait_until
 
+from conftest import ARTIFACTS, assert_one_run_per_trigger, jsonl, wait_until
 from flywheel.events import now_ms
-from flywheel_monitor.examples import metric_event
+from flywheel_dev.harness.monitor import metric_event
 
 BUCKET = "flywheel-data"
 # Known before the platform starts (its environment names it); the stub trainer waits on files in it.

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 from aws_faults import FAILURE_REASON, SageMakerFaults, job_names
-from conftest import Running, assert_one_run_per_trigger, platform_running
 from test_fault_kill_services import upload
+
+from conftest import Running, assert_one_run_per_trigger, platform_running
 
 RUN = uuid.uuid4().hex[:6]
 FAILING, THROTTLED = f"fault-smfail-{RUN}", f"fault-smthrottle-{RUN}"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flywheel.localstack import free_port
+from flywheel_dev.localstack import free_port
 
 
 def test_up_starts_stack_and_services_then_stops(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from flywheel.bootstrap import build_codec
 from flywheel.events import envelope
 from flywheel.kafka import confluent_producer_config
-from flywheel.localstack import free_port
 from flywheel.settings import FlywheelSettings
+from flywheel_dev.localstack import free_port
 
 SOURCE = "dataset.rejected"  # read by no service, so this probe's group has it to itself
 WORKER = '''
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from flywheel.bootstrap import build_codec
 from flywheel.catalogue import topic
-from flywheel.faust_app import DeadLetters, decoded, make_app, raw_topic
+from flywheel.faust_app import DeadLetters, FaustPublisher, decoded, make_app, raw_topic
 from flywheel.service import run_service
 from flywheel.settings import FlywheelSettings
 
@@ -36,7 +36,7 @@ OUT = Path(sys.argv[1])
 def create(settings):
     app = make_app("foundation-probe", settings)
     codec = build_codec(settings)
-    dead_letters = DeadLetters(app, codec, "monitor")
+    dead_letters = DeadLetters(FaustPublisher(app, codec, "monitor"))
 
     @app.agent(raw_topic(app, topic("dataset.rejected")))
     async def probe(stream):

@@ -9,7 +9,15 @@ from typing import Any
 
 from flywheel.bootstrap import build_codec
 from flywheel.settings import FlywheelSettings
-from flywheel_ingest.harness import EventReader, jsonl, metric, put_version, stack_client, start_ingest, under
+from flywheel_dev.harness.ingest import (
+    EventReader,
+    jsonl,
+    metric,
+    put_version,
+    stack_client,
+    start_ingest,
+    under,
+)
 
 BUCKET = "flywheel-data"
 # Unacknowledged notifications come back after 2 s; quiet-period closing is kept out of the way.

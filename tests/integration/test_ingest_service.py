@@ -13,9 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel.bootstrap import build_codec
-from flywheel.platform import ServiceProcess
 from flywheel.settings import FlywheelSettings
-from flywheel_ingest.harness import (
+from flywheel_dev.harness.ingest import (
     EventReader,
     jsonl,
     metric,
@@ -25,6 +24,7 @@ from flywheel_ingest.harness import (
     start_ingest,
     under,
 )
+from flywheel_dev.platform import ServiceProcess
 
 BUCKET = "flywheel-data"
 MAX_BYTES = 64 * 1024

@@ -18,10 +18,7 @@ from typing import Any
 
 import pytest
 
-from flywheel.localstack import free_port, wait_for_port
-from flywheel.platform import ServiceProcess
-from flywheel_monitor import dashboards
-from flywheel_monitor.examples import (
+from flywheel_dev.harness.monitor import (
     Bus,
     histogram_summary,
     metric_event,
@@ -29,6 +26,9 @@ from flywheel_monitor.examples import (
     training_events,
     wait_for,
 )
+from flywheel_dev.localstack import free_port, wait_for_port
+from flywheel_dev.platform import ServiceProcess
+from flywheel_monitor import dashboards
 
 RUN = uuid.uuid4().hex[:6]
 REFERENCE = {"len": [0.25, 0.25, 0.25, 0.25]}

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from flywheel.events import now_ms, to_millis
-from flywheel.localstack import free_port
-from flywheel.platform import ServiceProcess
-from flywheel_monitor.examples import Bus, metric_event, registration, wait_for
+from flywheel_dev.harness.monitor import Bus, metric_event, registration, wait_for
+from flywheel_dev.localstack import free_port
+from flywheel_dev.platform import ServiceProcess
 
 RUN = uuid.uuid4().hex[:6]
 

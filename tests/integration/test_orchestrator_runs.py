@@ -11,10 +11,10 @@ import boto3
 import pytest
 
 from flywheel.bootstrap import build_codec
-from flywheel.demodata import make_examples
-from flywheel.platform import Platform
 from flywheel.settings import FlywheelSettings
-from flywheel_orchestrator import seed
+from flywheel_dev.demodata import make_examples
+from flywheel_dev.harness import orchestrator as seed
+from flywheel_dev.platform import Platform
 from flywheel_orchestrator.topics import PRODUCES
 
 SMALL = {"epochs": "1", "batch_size": "8", "max_len": "32", "learning_rate": "0.0003", "threads": "1"}

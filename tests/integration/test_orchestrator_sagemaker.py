@@ -8,8 +8,9 @@ import tarfile
 
 import boto3
 
-from flywheel.demodata import make_examples
-from flywheel_orchestrator import runtime, seed
+from flywheel_dev.demodata import make_examples
+from flywheel_dev.harness import orchestrator as seed
+from flywheel_orchestrator import runtime
 from flywheel_orchestrator.domain import RunSpec
 from flywheel_orchestrator.engine import LocalEngine
 from flywheel_orchestrator.launchers.sagemaker import SageMakerConfig, SageMakerLauncher, resolve_image_uri

@@ -11,7 +11,7 @@ import pytest
 
 from flywheel.bootstrap import build_codec
 from flywheel.events import envelope
-from flywheel.faust_app import DEAD_LETTERS, DeadLetters, FlywheelTransport, decoded, make_app
+from flywheel.faust_app import DEAD_LETTERS, DeadLetters, FaustPublisher, FlywheelTransport, decoded, make_app
 from flywheel.settings import FlywheelSettings
 
 
@@ -74,8 +74,8 @@ class FakeStream:
 
 def test_decoded_yields_good_records_and_dead_letters_the_rest(settings: FlywheelSettings) -> None:
     codec = build_codec(settings)
-    dead_letters = DeadLetters(make_app("monitor", settings), codec, "monitor")
-    dead_letters.topic = FakeTopic()
+    dead_letters = DeadLetters(FaustPublisher(make_app("monitor", settings), codec, "monitor"))
+    outbound = dead_letters.publisher._topics["monitor.dead-letter"] = FakeTopic()
     good = codec.encode("RetrainRequested", {"envelope": envelope("t"), "model_id": "m", "trigger": "MANUAL",
                                              "rule": "r"})
     before = DEAD_LETTERS.labels("monitor", "retrain.requested", "UndecodableRecord")._value.get()
@@ -87,10 +87,20 @@ def test_decoded_yields_good_records_and_dead_letters_the_rest(settings: Flywhee
 
     out = asyncio.run(drain())
     assert [(msg.offset, item.name) for msg, item in out] == [(1, "flywheel.RetrainRequested")]
-    letters = [(key, codec.decode(value).record) for key, value in dead_letters.topic.sent]
+    letters = [(key, codec.decode(value).record) for key, value in outbound.sent]
     assert [(key, r["source_offset"], r["error_type"]) for key, r in letters] == [
         (b"retrain.requested", 0, "UndecodableRecord"), (b"retrain.requested", 2, "UndecodableRecord"),
         (b"model.metrics-observed", 3, "InvalidEvent")]
     assert letters[0][1]["original_value"] == b"\x00\x00" and letters[1][1]["original_value"] is None
     assert letters[2][1]["original_value"] == good
     assert DEAD_LETTERS.labels("monitor", "retrain.requested", "UndecodableRecord")._value.get() == before + 2
+
+
+def test_a_service_publishes_only_to_topics_it_owns(settings: FlywheelSettings) -> None:
+    publisher = FaustPublisher(make_app("monitor", settings), build_codec(settings), "monitor")
+    record = {"envelope": envelope("t"), "model_id": "m", "trigger": "MANUAL", "rule": "r"}
+    with pytest.raises(ValueError, match="monitor does not produce retrain.manual-requested .*operator"):
+        asyncio.run(publisher.publish("retrain.manual-requested", record))
+    outbound = publisher._topics["retrain.requested"] = FakeTopic()
+    asyncio.run(publisher.publish("retrain.requested", record))
+    assert outbound.sent[0][0] == b"m"  # the key is the catalogue's key field

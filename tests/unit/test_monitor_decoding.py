@@ -8,8 +8,8 @@ from flywheel.bootstrap import build_codec
 from flywheel.errors import CodecError, InvalidEvent, UndecodableRecord
 from flywheel.faust_app import decode_for_topic, make_app
 from flywheel.settings import FlywheelSettings
+from flywheel_dev.harness.monitor import histogram_summary, metric_event, registration
 from flywheel_monitor.decoding import MillisDecoder, without_millis
-from flywheel_monitor.examples import histogram_summary, metric_event, registration
 from flywheel_monitor.tables import FaustWindowStore
 from flywheel_monitor.windows import Aggregate
 

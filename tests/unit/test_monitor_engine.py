@@ -5,9 +5,9 @@ import pytest
 from flywheel.bootstrap import build_codec
 from flywheel.errors import InvalidEvent
 from flywheel.settings import FlywheelSettings
+from flywheel_dev.harness.monitor import histogram_summary, metric_event, registration
 from flywheel_monitor.engine import MonitorEngine
 from flywheel_monitor.evidence import breach_id, retrain_requested
-from flywheel_monitor.examples import histogram_summary, metric_event, registration
 from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
 from flywheel_monitor.validation import UnknownModel
 from flywheel_monitor.windows import DictWindowStore

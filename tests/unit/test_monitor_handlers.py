@@ -7,9 +7,9 @@ from prometheus_client import REGISTRY
 from flywheel.bootstrap import build_codec
 from flywheel.codec import Decoded
 from flywheel.settings import FlywheelSettings
+from flywheel_dev.harness.monitor import metric_event, registration, training_events
 from flywheel_monitor.agents import MonitorHandlers
 from flywheel_monitor.engine import MonitorEngine
-from flywheel_monitor.examples import metric_event, registration, training_events
 from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
 from flywheel_monitor.windows import DictWindowStore
 

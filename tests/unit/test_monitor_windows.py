@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from flywheel_monitor.examples import histogram_summary, metric_event
+from flywheel_dev.harness.monitor import histogram_summary, metric_event
 from flywheel_monitor.windows import Aggregate, DictWindowStore, window_index
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from flywheel.demodata import LABELS, make_examples
+from flywheel_dev.demodata import LABELS, make_examples
 
 
 def test_deterministic_per_seed_and_different_across_seeds():

@@ -9,7 +9,7 @@ import faust
 
 from flywheel.bootstrap import build_codec
 from flywheel.catalogue import topic
-from flywheel.faust_app import DeadLetters, make_app, raw_topic, raw_topics
+from flywheel.faust_app import DeadLetters, FaustPublisher, make_app, raw_topic, raw_topics
 from flywheel_monitor import metrics
 from flywheel_monitor.agents import MonitorHandlers
 from flywheel_monitor.decoding import MillisDecoder, consume
@@ -31,7 +31,7 @@ def window_sizes(settings: MonitorSettings) -> set[int]:
 def create_app(settings: MonitorSettings) -> faust.App:
     app = make_app(SERVICE, settings)
     codec = build_codec(settings)
-    dead_letters = DeadLetters(app, codec, SERVICE)
+    dead_letters = DeadLetters(FaustPublisher(app, codec, SERVICE))
     engine = MonitorEngine(settings.rule_set, FaustWindowStore(app, window_sizes(settings)))
     decoder = MillisDecoder(codec)  # timestamps as epoch ms: no datetime round trip per event
     handlers = MonitorHandlers(engine, codec, dead_letters, raw_topic(app, topic(RETRAIN_TOPIC)), SERVICE,

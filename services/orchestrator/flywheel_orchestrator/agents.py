@@ -17,7 +17,7 @@ from flywheel_orchestrator.eventlog import read_topics
 from flywheel_orchestrator.replay import fold
 from flywheel_orchestrator.runs import Supervisor
 from flywheel_orchestrator.settings import OrchestratorSettings
-from flywheel_orchestrator.topics import CONSUMES, REPLAY
+from flywheel_orchestrator.topics import CONSUMES, REPLAYS
 
 log = logging.getLogger("orchestrator")
 DEBOUNCE_TICK_S = 0.25
@@ -69,7 +69,7 @@ def register(app: faust.App, settings: OrchestratorSettings, codec: AvroCodec, d
 async def recover_state(settings: OrchestratorSettings, codec: AvroCodec, supervisor: Supervisor) -> None:
     """Fold the log, re-attach to runs that never ended, and launch datasets that never got a decision."""
     started = now_ms()
-    items = await asyncio.to_thread(read_topics, settings, codec, REPLAY)
+    items = await asyncio.to_thread(read_topics, settings, codec, REPLAYS)
     recovered = fold(supervisor.orchestration, ((t, d.name, d.record) for t, d in items), settings.manages)
     for spec, envelope in recovered.in_flight.values():
         log.info("resuming run %s", spec.run_id, extra={"run_id": spec.run_id, "model_id": spec.model_id})

@@ -8,7 +8,7 @@ import faust
 
 from flywheel.bootstrap import build_codec
 from flywheel.catalogue import topic
-from flywheel.faust_app import DeadLetters, make_app, raw_topic
+from flywheel.faust_app import DeadLetters, FaustPublisher, make_app, raw_topic
 from flywheel_orchestrator import agents, runtime
 from flywheel_orchestrator.runs import Supervisor
 from flywheel_orchestrator.settings import OrchestratorSettings
@@ -22,7 +22,7 @@ SERVICE = "orchestrator"
 def create_app(settings: OrchestratorSettings) -> faust.App:
     app = make_app(SERVICE, settings)
     codec = build_codec(settings)
-    dead_letters = DeadLetters(app, codec, SERVICE)
+    dead_letters = DeadLetters(FaustPublisher(app, codec, SERVICE))
     outputs = {name: raw_topic(app, topic(name)) for name in PRODUCES if not name.endswith("dead-letter")}
 
     async def send(topic_name: str, schema: str, record: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""Topics the orchestrator consumes and produces (names from the catalogue)."""
+"""The orchestrator's place in the event map, derived from the catalogue (flywheel/catalogue.py)."""
 
-CONSUMES = ("dataset.version-ready", "retrain.requested", "retrain.manual-requested")
-PRODUCES = ("training.run-started", "training.run-succeeded", "training.run-failed",
-            "training.run-superseded", "model.version-registered", "orchestrator.dead-letter")
-# Read from the start on boot to rebuild run state (replay.py).
-REPLAY = ("dataset.version-ready", "training.run-started", "training.run-succeeded", "training.run-failed",
-          "training.run-superseded")
+from flywheel.catalogue import Service, consumed_by, produced_by, replayed_by
+
+SERVICE = Service.ORCHESTRATOR
+CONSUMES: tuple[str, ...] = consumed_by(SERVICE)
+PRODUCES: tuple[str, ...] = produced_by(SERVICE)
+# Read from the start on boot to rebuild run state.
+REPLAYS: tuple[str, ...] = replayed_by(SERVICE)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flywheel.localstack import LocalStack, free_port
+from flywheel_dev.localstack import LocalStack, free_port
 
 SERVICES = ("ingest", "orchestrator", "monitor")
 

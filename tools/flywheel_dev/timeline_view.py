@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from flywheel.timeline import Seen
+from flywheel_dev.timeline import Seen
 
 # What is worth a glance on each event's line.
 HIGHLIGHTS: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,101 @@
+"""Read topics from their start to their end at call time: the one start-up replay helper.
+
+Services rebuild what must survive a restart from the event log (the orchestrator its runs, the monitor
+its known models and cooldowns); the catalogue names those reads (`replayed_by`). The reader assigns every
+partition without joining a group (a join costs half the session timeout on Tansu, and a replay has no
+offsets to share), takes each partition's high watermark as its end, and stops when every partition
+reached it or the deadline passed. Undecodable records are skipped: the live consumer dead-letters them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flywheel.codec import AvroCodec, Decoded
+from flywheel.errors import CodecError
+from flywheel.events import to_millis
+from flywheel.kafka import confluent_consumer_config
+from flywheel.settings import FlywheelSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replay:
+    """What a replay read: (topic, decoded event) pairs, and whether every partition was read to its end."""
+
+    items: list[tuple[str, Decoded]] = field(default_factory=list)
+    complete: bool = True
+    unfinished: list[tuple[str, int]] = field(default_factory=list)
+    skipped: int = 0  # undecodable records
+
+    def records(self, topic_name: str | None = None) -> list[dict[str, Any]]:
+        """The decoded records, of one topic when named, in read order."""
+        return [d.record for t, d in self.items if topic_name is None or t == topic_name]
+
+    def by_time(self) -> list[tuple[str, Decoded]]:
+        """All items oldest first by their envelope's `occurred_at` (stable across partitions and topics)."""
+        return sorted(self.items, key=lambda item: to_millis(item[1].record["envelope"]["occurred_at"]))
+
+
+def read_to_end(settings: FlywheelSettings, codec: AvroCodec, topics: Iterable[str], *, timeout_s: float = 30.0,
+                reader: str = "replay", decode: Callable[[bytes], Decoded] | None = None) -> Replay:
+    """Every decodable record of `topics` up to their end at call time (see the module doc)."""
+    from confluent_kafka import Consumer  # services that never replay do not load the client
+
+    names = tuple(topics)
+    config = confluent_consumer_config(settings, f"flywheel-{reader}-{uuid.uuid4().hex[:12]}", from_beginning=True)
+    consumer = Consumer(config)  # assign(), never subscribe(): no group join, no committed offsets
+    try:
+        ends = _assign(consumer, names)
+        replay = _drain(consumer, decode or codec.decode, ends, time.monotonic() + timeout_s)
+    finally:
+        consumer.close()
+    if not replay.complete:
+        log.warning("replay stopped at its deadline before the end of %s", replay.unfinished,
+                    extra={"reader": reader, "read": len(replay.items), "timeout_s": timeout_s})
+    return replay
+
+
+def _assign(consumer: Any, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+    from confluent_kafka import TopicPartition
+
+    metadata = consumer.list_topics(timeout=10)
+    ends, assignment = {}, []
+    for name in topics:
+        for partition in sorted(metadata.topics[name].partitions if name in metadata.topics else {}):
+            low, high = consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
+            if high > low:
+                ends[(name, partition)] = high
+                assignment.append(TopicPartition(name, partition, low))
+    consumer.assign(assignment)
+    return ends
+
+
+def _drain(consumer: Any, decode: Callable[[bytes], Decoded], ends: dict[tuple[str, int], int],
+           deadline: float) -> Replay:
+    replay, pending = Replay(), dict(ends)
+    while pending and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None or message.error():
+            continue
+        place = (message.topic(), message.partition())
+        end = pending.get(place)
+        if end is None:
+            continue  # a partition already read to its end at call time
+        if message.offset() + 1 >= end:
+            pending.pop(place, None)
+        if message.offset() >= end:
+            continue  # written after the call: not part of this replay
+        try:
+            replay.items.append((message.topic(), decode(message.value())))
+        except CodecError:
+            replay.skipped += 1
+    replay.unfinished = sorted(pending)
+    replay.complete = not pending
+    return replay

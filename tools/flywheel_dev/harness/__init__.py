@@ -1,0 +1,1 @@
+"""Builders and drivers of each service's events for tests, benchmarks and local experiments."""
