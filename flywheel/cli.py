@@ -1,4 +1,6 @@
-"""`flywheel` command line: topics, produce, tail, stack, up (also `python -m flywheel`)."""
+"""`flywheel` command line: topics, produce, retrain, tail; stack, up and demo where flywheel-dev is installed.
+
+Also `python -m flywheel`."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import argparse
 import json
 import sys
 import time
-import uuid
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -15,21 +16,29 @@ from flywheel.bootstrap import build_codec
 from flywheel.clistyle import paint
 from flywheel.errors import FlywheelError, InvalidEvent
 from flywheel.events import envelope, jsonable
-from flywheel.kafka import confluent_consumer_config, confluent_producer_config
+from flywheel.publish import KafkaPublisher
 from flywheel.records import apply_assignment, with_defaults
 from flywheel.settings import FlywheelSettings
+from flywheel.topicreader import watch
 
 EXIT_USAGE = 2
+MANUAL_RETRAIN_TOPIC = "retrain.manual-requested"
 COMMANDS = "flywheel.commands"  # entry point group of commands other distributions add
 
 
 def cmd_topics(args: argparse.Namespace, settings: FlywheelSettings) -> int:
-    rows = [("TOPIC", "VALUE SCHEMA", "KEY", "PARTITIONS", "PRODUCER")]
-    rows += [(t.name, t.value_schema, t.key, str(t.partitions), t.producer) for t in catalogue.TOPICS]
+    """The event map: every topic with its schema, key, partitions, one producer and its readers."""
+    if args.markdown:
+        print(catalogue.event_map_markdown(), end="")  # the table docs/architecture.md carries
+        return 0
+    rows = [("TOPIC", "VALUE SCHEMA", "KEY", "PARTITIONS", "PRODUCER", "CONSUMERS", "REPLAYED BY")]
+    rows += [(t.name, t.value_schema, t.key, str(t.partitions), t.producer, ",".join(t.consumers) or "-",
+              ",".join(t.replayed_by) or "-") for t in catalogue.TOPICS]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         print(paint(line, "bold") if n == 0 else line)
+    print(paint("REPLAYED BY: read from the start when that service boots, to rebuild its state.", "dim"))
     return 0
 
 
@@ -37,12 +46,10 @@ def _topic_for(event: str, explicit: str | None) -> str:
     if explicit:
         catalogue.topic(explicit)
         return explicit
-    short = event.rsplit(".", 1)[-1]
-    matches = [t for t in catalogue.TOPICS if t.value_schema == short]
-    if len(matches) != 1:
-        names = ", ".join(t.name for t in matches) or "none"
-        raise InvalidEvent(f"{short} travels on {names}: choose one with --topic")
-    return matches[0].name
+    try:
+        return catalogue.topic_for_event(event)
+    except KeyError as exc:
+        raise InvalidEvent(f"{exc.args[0]} with --topic") from None
 
 
 def build_record(codec: Any, event: str, assignments: list[str]) -> dict[str, Any]:
@@ -55,31 +62,40 @@ def build_record(codec: Any, event: str, assignments: list[str]) -> dict[str, An
     return record
 
 
-def cmd_produce(args: argparse.Namespace, settings: FlywheelSettings) -> int:
-    from confluent_kafka import Producer
+def _publish(settings: FlywheelSettings, codec: Any, topic: str, record: dict[str, Any], command: str) -> int:
+    try:
+        msg = KafkaPublisher(settings, codec, timeout_s=15).publish(topic, record)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"flywheel {command}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"topic": topic, "partition": msg.partition(), "offset": msg.offset(),
+                      "event_id": record["envelope"]["event_id"]}))
+    return 0
 
+
+def cmd_produce(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     codec = build_codec(settings)
     try:
         codec.registry.schemas.event(args.event)  # an unknown event is named as such, not as "travels on none"
         topic = _topic_for(args.event, args.topic)
         record = build_record(codec, args.event, args.set or [])
     except (FlywheelError, KeyError) as exc:
-        print(f"flywheel produce: {exc}", file=sys.stderr)
+        print(f"flywheel produce: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return EXIT_USAGE
-    spec = catalogue.topic(topic)
-    key = str(record.get(spec.key) or "").encode() or None
-    value = codec.encode(args.event, record)
-    delivered: list[Any] = []
-    producer = Producer(confluent_producer_config(settings))
-    producer.produce(topic, value=value, key=key, on_delivery=lambda err, msg: delivered.append((err, msg)))
-    producer.flush(15)
-    err, msg = delivered[0] if delivered else ("not delivered within 15 s", None)
-    if err:
-        print(f"flywheel produce: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps({"topic": topic, "partition": msg.partition(), "offset": msg.offset(),
-                      "event_id": record["envelope"]["event_id"]}))
-    return 0
+    return _publish(settings, codec, topic, record, "produce")
+
+
+def cmd_retrain(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    """A person asks for a retrain: RetrainRequested(trigger=MANUAL) on retrain.manual-requested."""
+    codec = build_codec(settings)
+    assignments = [f"model_id={args.model_id}", "trigger=MANUAL", f"rule={args.rule}",
+                   f"detail={args.reason}"]
+    try:
+        record = build_record(codec, "RetrainRequested", assignments)
+    except FlywheelError as exc:
+        print(f"flywheel retrain: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _publish(settings, codec, MANUAL_RETRAIN_TOPIC, record, "retrain")
 
 
 def decode_line(codec: Any, msg: Any) -> dict[str, Any]:
@@ -91,29 +107,14 @@ def decode_line(codec: Any, msg: Any) -> dict[str, Any]:
     return {**head, "event": decoded.name.rsplit(".", 1)[-1], "value": jsonable(decoded.record)}
 
 
-def _assign_all_partitions(consumer: Any, topic: str, from_beginning: bool) -> None:
-    """Read every partition without joining a group: a join costs half the session timeout on Tansu, which
-    `--idle-timeout` would count as idle time, and a read-only tool has no offsets to share anyway."""
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
-
-    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, start) for p in sorted(partitions)])
-
-
 def cmd_tail(args: argparse.Namespace, settings: FlywheelSettings) -> int:
-    from confluent_kafka import Consumer
-
     catalogue.topic(args.topic)
     codec = build_codec(settings)
-    group = f"flywheel-tail-{uuid.uuid4().hex[:8]}"
-    consumer = Consumer(confluent_consumer_config(settings, group, from_beginning=args.from_beginning))
-    _assign_all_partitions(consumer, args.topic, args.from_beginning)
     seen, idle_since = 0, time.monotonic()
+    stream = watch(settings, [args.topic], from_beginning=args.from_beginning, reader="tail")
     try:
-        while args.n is None or seen < args.n:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
+        for msg in stream:
+            if msg is None:
                 if args.idle_timeout and time.monotonic() - idle_since > args.idle_timeout:
                     break
                 continue
@@ -122,22 +123,31 @@ def cmd_tail(args: argparse.Namespace, settings: FlywheelSettings) -> int:
             text = json.dumps(line)
             print(paint(text, "red") if "error" in line else text, flush=True)
             seen += 1
+            if args.n is not None and seen >= args.n:
+                break
     except KeyboardInterrupt:
         pass
     finally:
-        consumer.close()
+        stream.close()
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="flywheel", description="Flywheel event-driven MLOps platform")
     sub = root.add_subparsers(dest="command", required=True)
-    sub.add_parser("topics", help="list the topic catalogue").set_defaults(func=cmd_topics)
+    topics = sub.add_parser("topics", help="the event map: topics, producer, consumers, start-up replays")
+    topics.add_argument("--markdown", action="store_true", help="as the table in docs/architecture.md")
+    topics.set_defaults(func=cmd_topics)
     produce = sub.add_parser("produce", help="validate an event against its schema and send it")
     produce.add_argument("event", help="event name, e.g. ModelMetricsObserved")
     produce.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a field (dots for nesting)")
     produce.add_argument("--topic", help="topic (needed when the event travels on several)")
     produce.set_defaults(func=cmd_produce)
+    retrain = sub.add_parser("retrain", help="ask for a retrain of a model (retrain.manual-requested)")
+    retrain.add_argument("model_id")
+    retrain.add_argument("--reason", default="asked for by an operator", help="recorded as the event's detail")
+    retrain.add_argument("--rule", default="manual", help="recorded as the event's rule name")
+    retrain.set_defaults(func=cmd_retrain)
     tail = sub.add_parser("tail", help="decode a topic to JSON lines")
     tail.add_argument("topic")
     tail.add_argument("--from-beginning", action="store_true")

@@ -16,7 +16,7 @@ def confluent_security(settings: FlywheelSettings) -> dict[str, Any]:
 def confluent_producer_config(settings: FlywheelSettings) -> dict[str, Any]:
     conf = {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", **confluent_security(settings)}
     if settings.one_record_per_batch:
-        # Tansu advances the high watermark by one per batch, not per record (BRIEF.md).
+        # Tansu advances the high watermark by one per batch, not per record (docs/decisions/0003-tansu-quirks.md).
         conf |= {"linger.ms": 0, "batch.num.messages": 1}
     return conf
 

@@ -107,10 +107,10 @@ class GlueRegistry:
         version = self.schemas.event(name)
         header = self._headers.get(version.name)
         if header is None:
-            version_id = self._register(version)
-            header = bytes([GLUE_HEADER_VERSION, GLUE_NO_COMPRESSION]) + version_id.bytes
+            schema_version_id = self._register(version)
+            header = bytes([GLUE_HEADER_VERSION, GLUE_NO_COMPRESSION]) + schema_version_id.bytes
             self._headers[version.name] = header
-            self._by_uuid[version_id] = _writer_info(version, version, GLUE_HEADER_LEN)
+            self._by_uuid[schema_version_id] = _writer_info(version, version, GLUE_HEADER_LEN)
         return header
 
     def resolve(self, data: bytes) -> WriterInfo:
@@ -118,10 +118,10 @@ class GlueRegistry:
             raise UndecodableRecord(_bad_header(data, "Glue (0x03)"))
         if data[1] != GLUE_NO_COMPRESSION:
             raise UndecodableRecord(f"Glue compression byte {data[1]} is not supported (only 0, none)")
-        version_id = uuid.UUID(bytes=bytes(data[2:GLUE_HEADER_LEN]))
-        info = self._by_uuid.get(version_id)
+        schema_version_id = uuid.UUID(bytes=bytes(data[2:GLUE_HEADER_LEN]))
+        info = self._by_uuid.get(schema_version_id)
         if info is None:
-            info = self._by_uuid[version_id] = self._fetch(version_id)
+            info = self._by_uuid[schema_version_id] = self._fetch(schema_version_id)
         return info
 
     def _register(self, version: SchemaVersion) -> uuid.UUID:
@@ -150,16 +150,16 @@ class GlueRegistry:
         with contextlib.suppress(self._glue.exceptions.AlreadyExistsException):
             self._glue.create_registry(RegistryName=self._registry)
 
-    def _fetch(self, version_id: uuid.UUID) -> WriterInfo:
+    def _fetch(self, schema_version_id: uuid.UUID) -> WriterInfo:
         try:
-            found = self._glue.get_schema_version(SchemaVersionId=str(version_id))
+            found = self._glue.get_schema_version(SchemaVersionId=str(schema_version_id))
         except self._glue.exceptions.EntityNotFoundException:
-            raise UnknownSchemaId(f"schema version {version_id} is not in Glue registry {self._registry}") from None
+            raise UnknownSchemaId(f"schema version {schema_version_id} is not in Glue registry {self._registry}") from None
         writer = SchemaVersion(_name_from_arn(found["SchemaArn"]), json.loads(found["SchemaDefinition"]))
         try:
             current = self.schemas.event(writer.name)
         except UnknownEventType:  # another schema of the registry: this consumer cannot read it
-            raise UnknownSchemaId(f"schema version {version_id} is {writer.name}, not a Flywheel event") from None
+            raise UnknownSchemaId(f"schema version {schema_version_id} is {writer.name}, not a Flywheel event") from None
         return _writer_info(writer, current, GLUE_HEADER_LEN)
 
 

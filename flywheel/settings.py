@@ -38,7 +38,7 @@ class FlywheelSettings(BaseSettings):
 
     profile: Profile = Profile.LOCAL
     kafka_bootstrap: str = "127.0.0.1:19092"
-    # Tansu answers a fetch only when the wait expires; real Kafka answers on arrival (BRIEF.md).
+    # Tansu answers a fetch only when the wait expires; real Kafka answers on arrival (docs/decisions/0003-tansu-quirks.md).
     kafka_fetch_max_wait_ms: int = 1500
     kafka_session_timeout_s: float = 10.0
     kafka_security_protocol: str = "PLAINTEXT"
@@ -91,5 +91,5 @@ class FlywheelSettings(BaseSettings):
 
     @property
     def one_record_per_batch(self) -> bool:
-        """Tansu's high watermark is only exact with one record per produce batch (BRIEF.md)."""
+        """Tansu's high watermark is only exact with one record per produce batch (docs/decisions/0003-tansu-quirks.md)."""
         return self.profile is Profile.LOCAL

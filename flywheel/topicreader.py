@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,3 +99,25 @@ def _drain(consumer: Any, decode: Callable[[bytes], Decoded], ends: dict[tuple[s
     replay.unfinished = sorted(pending)
     replay.complete = not pending
     return replay
+
+
+def watch(settings: FlywheelSettings, topics: Iterable[str], *, from_beginning: bool, reader: str = "watch",
+          poll_s: float = 0.2) -> Iterator[Any]:
+    """Follow `topics` as records arrive: yields each raw message, and None after an idle poll (so a caller
+    can stop on its own clock). Every partition is assigned directly, no group join (see `read_to_end`).
+    Close the generator (or leave the loop) to close the consumer."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    config = confluent_consumer_config(settings, f"flywheel-{reader}-{uuid.uuid4().hex[:12]}",
+                                       from_beginning=from_beginning)
+    consumer = Consumer(config)
+    try:
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        metadata = consumer.list_topics(timeout=15)
+        consumer.assign([TopicPartition(name, p, start) for name in topics
+                         for p in sorted(metadata.topics[name].partitions if name in metadata.topics else {})])
+        while True:
+            message = consumer.poll(poll_s)
+            yield None if message is None or message.error() else message
+    finally:
+        consumer.close()

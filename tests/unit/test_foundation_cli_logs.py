@@ -20,8 +20,26 @@ CODEC = build_codec(FlywheelSettings())
 def test_topics_lists_the_whole_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["topics"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["TOPIC", "VALUE", "SCHEMA", "KEY", "PARTITIONS", "PRODUCER"]
-    assert [line.split()[0] for line in lines[1:]] == [t.name for t in catalogue.TOPICS]
+    assert lines[0].split() == ["TOPIC", "VALUE", "SCHEMA", "KEY", "PARTITIONS", "PRODUCER", "CONSUMERS",
+                                "REPLAYED", "BY"]
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert list(rows) == [t.name for t in catalogue.TOPICS]
+    assert rows["retrain.requested"][4:] == ["monitor", "orchestrator", "monitor"]
+    assert rows["model.version-registered"][4:] == ["orchestrator", "monitor", "monitor"]
+    assert rows["training.run-started"][4:] == ["orchestrator", "monitor", "orchestrator"]
+    assert rows["dataset.rejected"][4:] == ["ingest", "-", "-"]
+
+
+def test_retrain_builds_a_manual_request_for_the_operator_topic(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    sent: list[tuple[str, dict]] = []
+    monkeypatch.setattr(cli, "_publish", lambda settings, codec, topic, record, command: sent.append(
+        (topic, record)) or 0)
+    assert cli.main(["retrain", "support-intent", "--reason", "new labels"]) == 0
+    [(topic, record)] = sent
+    assert topic == "retrain.manual-requested" and catalogue.topic(topic).producer == "operator"
+    assert (record["model_id"], record["trigger"], record["rule"], record["detail"]) == (
+        "support-intent", "MANUAL", "manual", "new labels")
 
 
 def test_build_record_fills_envelope_and_defaults() -> None:
