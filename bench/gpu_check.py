@@ -4,7 +4,7 @@
     python bench/gpu_check.py --n 8000 --cpu-threads 16 --skip-cpu
     python bench/gpu_check.py --n 60 --epochs 1 --allow-cpu-only   # smoke run without a GPU
 
-Needs only `pip install -c constraints.txt -e '.[orchestrator]'`; run it from the repository root.
+Needs only `pip install -c constraints.txt -e . -e services/orchestrator -e tools`; run it from the repository root.
 Each run is the same subprocess the local launcher starts (SM_* environment), so the figures include
 interpreter start, imports and model load, as a SageMaker job's would.
 """

@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchResult, percentile
-from flywheel.bootstrap import build_codec
-from flywheel.settings import FlywheelSettings
-from flywheel_dev.harness.ingest import EventReader, jsonl, stack_client, start_ingest, under
+from flywheel_dev.harness.ingest import IngestEvents, jsonl, start_ingest, under
 from flywheel_dev.localstack import LocalStack
 from flywheel_ingest.validation import Rules, validate_csv, validate_jsonl
 
@@ -39,12 +37,11 @@ def run(quick: bool = False) -> list[BenchResult]:
 def latency(versions: int) -> BenchResult:
     with tempfile.TemporaryDirectory() as tmp, LocalStack(log_dir=Path(tmp)) as stack:
         env = stack.env()
-        s3, sqs = stack_client(env, "s3"), stack_client(env, "sqs")
+        s3, sqs = stack.client("s3"), stack.client("sqs")
         floor = notification_floor(s3, sqs, versions)
         worker = start_ingest(env, Path(tmp) / "ingest", scan_interval_s="60")
-        reader = EventReader(stack.kafka_bootstrap, build_codec(FlywheelSettings()))
+        reader = IngestEvents(stack)
         try:
-            joined(reader)
             samples = [one_version(s3, reader) for _ in range(versions + 3)][3:]  # 3 warm-up versions
         finally:
             worker.stop()
@@ -75,22 +72,18 @@ def row(path: str, values: list[float]) -> dict[str, Any]:
             "max (ms)": max(values)}
 
 
-def joined(reader: EventReader, timeout: float = 60.0) -> None:
-    """Wait for the consumer's partitions so the first measured event does not pay for the group join."""
-    deadline = time.monotonic() + timeout
-    while not reader.consumer.assignment() and time.monotonic() < deadline:
-        reader.poll(0.2)
-
-
-def one_version(s3: Any, reader: EventReader) -> tuple[float, float]:
+def one_version(s3: Any, reader: IngestEvents) -> tuple[float, float]:
+    """(marker put -> event at the consumer, marker put -> event produced) in ms. The first warm-up version
+    also waits for the consumer's group join, so no measured one pays for it."""
     prefix = f"datasets/support-intent/bench-{uuid.uuid4().hex[:12]}/"
     s3.put_object(Bucket="flywheel-data", Key=prefix + "part-0.jsonl", Body=jsonl(20))
-    start = time.time()
+    start, start_mono = time.time(), time.monotonic()
     s3.put_object(Bucket="flywheel-data", Key=prefix + "_SUCCESS", Body=b"")
-    [event] = reader.wait_for(under(prefix), timeout=30)
-    received = next(at for _, decoded, at in reader.events if decoded.record is event)
-    produced = event["envelope"]["occurred_at"].timestamp()
-    return (received - start) * 1000, (produced - start) * 1000
+    reader.wait_for(under(prefix), timeout=60)
+    [seen] = reader.seen(under(prefix))
+    received = reader.timeline.started + seen.at  # the watch thread's arrival time (monotonic)
+    produced = seen.record["envelope"]["occurred_at"].timestamp()
+    return (received - start_mono) * 1000, (produced - start) * 1000
 
 
 def notification_floor(s3: Any, sqs: Any, count: int) -> list[float]:

@@ -24,26 +24,26 @@ from bench.monitor_workers import MODELS, OBS_PER_EVENT, events
 COMMAND = "python -m bench --only monitor"
 
 
-def engine_rate(per_event: int, n: int) -> float:
+def in_process_rate(per_event: int, n: int) -> float:
     """Observations/s on one core: decode + validate + window + rules, no broker (the worker's own cost)."""
     from flywheel.bootstrap import build_codec
     from flywheel.settings import FlywheelSettings
     from flywheel_dev.harness.monitor import registration
+    from flywheel_monitor.core import MonitorCore
     from flywheel_monitor.decoding import MillisDecoder
-    from flywheel_monitor.engine import MonitorEngine
     from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
     from flywheel_monitor.windows import DictWindowStore
 
     codec = build_codec(FlywheelSettings())
     decoder = MillisDecoder(codec)  # the service's decoder
     payloads = [codec.encode("ModelMetricsObserved", r) for r in events(n, per_event, 1_700_000_000_000)]
-    engine = MonitorEngine(RuleSet.model_validate(DEFAULT_RULES), DictWindowStore())
+    monitor = MonitorCore(RuleSet.model_validate(DEFAULT_RULES), DictWindowStore())
     for i in range(MODELS):
-        engine.register(registration(f"model-{i}", at_ms=1_600_000_000_000))
+        monitor.register(registration(f"model-{i}", at_ms=1_600_000_000_000))
 
     def once() -> int:
         for payload in payloads:
-            engine.observe(decoder.decode(payload).record)
+            monitor.observe(decoder.decode(payload).record)
         return n * per_event
     return median_rate(once, repeats=3)
 
@@ -90,7 +90,8 @@ def run(quick: bool = False) -> list[BenchResult]:
     n, repeats = (3_000, 1) if quick else (20_000, 3)
     first = throughput(n, repeats)
     one = first.rows[1]["events/s"]
-    pre, single = engine_rate(OBS_PER_EVENT, 500 if quick else 3_000), engine_rate(1, 2_000 if quick else 20_000)
+    pre = in_process_rate(OBS_PER_EVENT, 500 if quick else 3_000)
+    single = in_process_rate(1, 2_000 if quick else 20_000)
     breach, bare = breach_latency(10 if quick else 60)
     p99, bare99 = percentile(breach, 99) * 1000, percentile(bare, 99) * 1000
     return [

@@ -16,13 +16,13 @@ def breach_latency(samples: int) -> tuple[list[float], list[float]]:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     from flywheel.bootstrap import build_codec
-    from flywheel.kafka import confluent_producer_config
+    from flywheel.kafka import confluent_consumer_config, confluent_producer_config
     from flywheel.settings import FlywheelSettings
     from flywheel_dev.harness.monitor import registration
     from flywheel_dev.platform import ServiceProcess
 
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
-        settings = FlywheelSettings(kafka_bootstrap=stack.kafka_bootstrap)
+        settings = FlywheelSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_fetch_max_wait_ms=10)
         codec, producer = build_codec(settings), Producer(confluent_producer_config(settings))
         models = [f"lat-{uuid.uuid4().hex[:6]}" for _ in range(samples)]
         for model in models:
@@ -34,8 +34,7 @@ def breach_latency(samples: int) -> tuple[list[float], list[float]]:
         monitor.start()
         try:
             monitor.wait_healthy()
-            consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "bench-latency",
-                                 "fetch.wait.max.ms": 10})
+            consumer = Consumer(confluent_consumer_config(settings, "bench-latency", from_beginning=True))
             consumer.assign([TopicPartition(t, p, 0) for t in ("retrain.requested", "dataset.rejected")
                              for p in range(4)])
             _warm_up(producer, codec, consumer, models[0])

@@ -9,20 +9,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 
 from bench.common import BenchResult, percentile
 from flywheel.bootstrap import build_codec
-from flywheel.events import to_millis
+from flywheel.events import now_ms, to_millis
+from flywheel.publish import KafkaPublisher
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.demodata import make_examples
 from flywheel_dev.harness import orchestrator as seed
 from flywheel_dev.localstack import LocalStack
 from flywheel_dev.platform import Platform
+from flywheel_dev.timeline import Seen, Timeline
 from flywheel_orchestrator.settings import DEFAULT_ENTRY_POINT, OrchestratorSettings
-from flywheel_orchestrator.topics import PRODUCES
 
 COMMAND = "python -m bench --only orchestrator"
 FAIL_FAST = "import sys\nsys.exit(3)\n"  # latency runs only need the decision, not a fine-tune
@@ -36,11 +38,10 @@ def run(quick: bool = False) -> list[BenchResult]:
     return [latency, entry_point_fine_tune(service)]
 
 
-def _publish(settings, codec, s3, model_id: str, version: str, examples: list[dict]) -> dict:
-    uri, manifest = seed.put_dataset(s3, "flywheel-data", model_id, version, examples)
-    record = seed.dataset_ready(uri, manifest)
-    seed.produce(settings, codec, "dataset.version-ready", "DatasetVersionReady", record)
-    return record
+def _received_ms(timeline: Timeline) -> Callable[[Seen], int]:
+    """Wall-clock ms at which the timeline received an event (Seen.at is monotonic since its start)."""
+    wall_at_start = now_ms() - (time.monotonic() - timeline.started) * 1000
+    return lambda seen: int(wall_at_start + seen.at * 1000)
 
 
 def decision_latency(stack: LocalStack, tmp: Path, samples: int) -> BenchResult:
@@ -51,18 +52,18 @@ def decision_latency(stack: LocalStack, tmp: Path, samples: int) -> BenchResult:
     settings, s3 = FlywheelSettings(), boto3.client("s3")
     codec = build_codec(settings)
     inbound, end_to_end = [], []
-    watch = seed.Watcher(settings, codec, None, ("training.run-started",))
+    publisher, watch = KafkaPublisher(settings, codec), Timeline(settings, codec)
+    received_ms = _received_ms(watch)
     with Platform(stack, tmp / "latency", services=("orchestrator",), extra_env=env):
         # Sample 0 is a warm-up (healthy is not yet "partitions assigned"); it is left out of the figures.
         for i in range(samples + 1):
-            ready = _publish(settings, codec, s3, f"lat-{i}", "v1", make_examples(8, seed=i))
-            events = watch.wait_for(lambda ev, n=i: len(ev) == n + 1, timeout_s=60)
-            _, started, received_ms = events[i]
+            ready = seed.publish_dataset(publisher, s3, f"lat-{i}", "v1", make_examples(8, seed=i))
+            started, = seed.wait_for(watch, "training.run-started", f"lat-{i}", timeout_s=60)
             sent_ms = to_millis(ready["envelope"]["occurred_at"])
             if i == 0:
                 continue
             inbound.append(to_millis(started.record["envelope"]["occurred_at"]) - sent_ms)
-            end_to_end.append(received_ms - sent_ms)
+            end_to_end.append(received_ms(started) - sent_ms)
     watch.close()
     p50 = percentile(inbound, 50)
     return BenchResult(
@@ -86,13 +87,14 @@ def service_fine_tune(stack: LocalStack, tmp: Path) -> dict:
     codec = build_codec(settings)
     env = {"FLYWHEEL_POLICY": json.dumps({"debounce_s": 0}), "FLYWHEEL_MODELS": json.dumps(["support-intent"])}
     with Platform(stack, tmp / "fine-tune", services=("orchestrator",), extra_env=env):
-        watch = seed.Watcher(settings, codec, "support-intent", PRODUCES)
-        ready = _publish(settings, codec, s3, "support-intent", "v1", make_examples(500, seed=7))
-        events = watch.wait_for(lambda ev: any(t == "model.version-registered" for t, _, _ in ev), timeout_s=900)
+        watch = Timeline(settings, codec)
+        received_ms = _received_ms(watch)
+        ready = seed.publish_dataset(KafkaPublisher(settings, codec), s3, "support-intent", "v1",
+                                     make_examples(500, seed=7))
+        seen = seed.wait_for(watch, "model.version-registered", "support-intent", timeout_s=900)[0]
         watch.close()
-    registered = next(e.record for t, e, _ in events if t == "model.version-registered")
-    took = (next(ms for t, _, ms in events if t == "model.version-registered")
-            - to_millis(ready["envelope"]["occurred_at"])) / 1000
+    registered = seen.record
+    took = (received_ms(seen) - to_millis(ready["envelope"]["occurred_at"])) / 1000
     return {"wall_s": took, "accuracy": registered["metrics"]["accuracy"],
             "baseline": registered["baseline_metrics"]["accuracy"]}
 

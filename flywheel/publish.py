@@ -64,12 +64,16 @@ class KafkaPublisher:
                 raw_value: bytes | None = None, wait: bool = True) -> Any:
         """Send one record; with `wait` (the default) return the broker's delivery report (a Message).
 
-        `raw_value` replaces the encoded value with the given bytes (fault tests put garbage on purpose);
-        the key still comes from `record`.
+        `raw_value` is sent instead of an encoded record (fault tests put garbage on purpose); then `record`
+        only has to hold the key field.
         """
-        out = self.encoder.outgoing(topic_name, record, check=check)
+        if raw_value is not None:
+            spec = topic(topic_name)
+            out = Outgoing(spec.name, key_of(spec, record), raw_value)
+        else:
+            out = self.encoder.outgoing(topic_name, record, check=check)
         delivered: list[tuple[Any, Any]] = []
-        self._producer.produce(out.topic, key=out.key, value=raw_value if raw_value is not None else out.value,
+        self._producer.produce(out.topic, key=out.key, value=out.value,
                                on_delivery=lambda err, msg: delivered.append((err, msg)))
         if not wait:
             self._producer.poll(0)

@@ -78,6 +78,3 @@ class SchemaSet:
             name = schema["name"] if "." in schema["name"] else f"{schema['namespace']}.{schema['name']}"
             out.append(SchemaVersion(name, schema))
         return out
-
-    def released_of(self, name: str) -> list[SchemaVersion]:
-        return [v for v in self.released() if v.name == self.event(name).name]

@@ -102,20 +102,28 @@ def _drain(consumer: Any, decode: Callable[[bytes], Decoded], ends: dict[tuple[s
 
 
 def watch(settings: FlywheelSettings, topics: Iterable[str], *, from_beginning: bool, reader: str = "watch",
-          poll_s: float = 0.2) -> Iterator[Any]:
+          poll_s: float = 0.2, subscribe: bool = False) -> Iterator[Any]:
     """Follow `topics` as records arrive: yields each raw message, and None after an idle poll (so a caller
-    can stop on its own clock). Every partition is assigned directly, no group join (see `read_to_end`).
-    Close the generator (or leave the loop) to close the consumer."""
+    can stop on its own clock). Close the generator (or leave the loop) to close the consumer.
+
+    By default every partition is assigned directly, with no group join (see `read_to_end`). With
+    `subscribe=True` the consumer joins a group of its own instead: slower to start (half the session
+    timeout on Tansu), but it follows partitions that appear later, e.g. after a local broker is wiped.
+    """
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
+    names = list(topics)
     config = confluent_consumer_config(settings, f"flywheel-{reader}-{uuid.uuid4().hex[:12]}",
                                        from_beginning=from_beginning)
     consumer = Consumer(config)
     try:
-        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-        metadata = consumer.list_topics(timeout=15)
-        consumer.assign([TopicPartition(name, p, start) for name in topics
-                         for p in sorted(metadata.topics[name].partitions if name in metadata.topics else {})])
+        if subscribe:
+            consumer.subscribe(names)
+        else:
+            start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+            metadata = consumer.list_topics(timeout=15)
+            consumer.assign([TopicPartition(name, p, start) for name in names
+                             for p in sorted(metadata.topics[name].partitions if name in metadata.topics else {})])
         while True:
             message = consumer.poll(poll_s)
             yield None if message is None or message.error() else message

@@ -55,7 +55,7 @@ def test_every_event_travels_somewhere() -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_topic_lists_are_the_catalogue_s(service: str) -> None:
     topics = importlib.import_module(f"flywheel_{service}.topics")
-    assert topics.SERVICE == service
+    assert service == topics.SERVICE
     assert set(topics.PRODUCES) == set(produced_by(service)), "single writer per topic"
     assert set(topics.CONSUMES) == set(consumed_by(service))
     assert set(topics.REPLAYS) == set(replayed_by(service))

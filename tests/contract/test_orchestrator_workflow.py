@@ -14,14 +14,18 @@ from moto import mock_aws
 
 from flywheel.bootstrap import build_codec
 from flywheel.settings import FlywheelSettings
+from flywheel_dev.datasets import put_dataset
 from flywheel_dev.demodata import make_examples
 from flywheel_dev.harness import orchestrator as seed
-from flywheel_orchestrator import messages, runtime
+from flywheel_ingest import ids as ingest_ids
+from flywheel_ingest.layout import ObjectSeen
+from flywheel_orchestrator import events
 from flywheel_orchestrator.domain import RunSpec
-from flywheel_orchestrator.engine import LocalEngine
+from flywheel_orchestrator.executors import LocalWorkflowExecutor
 from flywheel_orchestrator.launchers.base import JobState, JobStatus
 from flywheel_orchestrator.policy import Kind
 from flywheel_orchestrator.runs import failure_reason
+from flywheel_orchestrator.taskcontext import TaskContext
 from flywheel_orchestrator.workflow import training_workflow
 
 
@@ -86,11 +90,11 @@ def spec_for(manifest_uri: str) -> RunSpec:
 
 
 def test_in_process_execution_registers_beside_the_artifact(aws):
-    uri, manifest = seed.put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1))
+    uri, manifest = put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1))
     job = FinishedJob(aws, {"metrics": {"accuracy": 0.97}, "baseline_metrics": {"accuracy": 0.25},
                             "reference_distribution": {"prediction": [0.25] * 4}})
-    runtime.bind(runtime.Runtime(aws, job, "flywheel-artifacts", poll_s=0.01))
-    result = LocalEngine().execute(spec_for(uri), {"epochs": "1"})
+    executor = LocalWorkflowExecutor(TaskContext(aws, job, "flywheel-artifacts", poll_s=0.01))
+    result = executor.execute(spec_for(uri), {"epochs": "1"})
     assert result.metrics == {"accuracy": 0.97} and result.artifact_uri.endswith("fw-m-data-1/model.tar.gz")
     request, = job.requests
     assert request.data_keys == tuple(o["key"] for o in manifest["objects"])
@@ -100,11 +104,11 @@ def test_in_process_execution_registers_beside_the_artifact(aws):
 
 
 def test_a_model_that_does_not_beat_the_baseline_is_not_registered(aws):
-    uri, _ = seed.put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1))
+    uri, _ = put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1))
     job = FinishedJob(aws, {"metrics": {"accuracy": 0.2}, "baseline_metrics": {"accuracy": 0.25}})
-    runtime.bind(runtime.Runtime(aws, job, "flywheel-artifacts", poll_s=0.01))
+    executor = LocalWorkflowExecutor(TaskContext(aws, job, "flywheel-artifacts", poll_s=0.01))
     with pytest.raises(Exception) as caught:
-        LocalEngine().execute(spec_for(uri), {})
+        executor.execute(spec_for(uri), {})
     assert "does not beat the untrained baseline 0.250" in failure_reason(caught.value)
 
 
@@ -114,18 +118,27 @@ def test_every_produced_event_matches_its_schema():
         "model_id": "m", "dataset_version_id": "ds1", "bucket": "flywheel-data", "prefix": "datasets/m/v1/",
         "objects": [{"key": "datasets/m/v1/a.jsonl", "etag": "e", "size_bytes": 3, "rows": 1}], "row_count": 1,
         "content_hash": "h", "columns": ["text", "label"], "label_counts": {"a": 1}, "first_object_at": 1})
-    trigger = messages.trigger_of("flywheel.DatasetVersionReady", "dataset.version-ready", ready, 5)
+    trigger = events.trigger_of("flywheel.DatasetVersionReady", "dataset.version-ready", ready, 5)
     spec = RunSpec("fw-m-data-1", "m", "ds1", Kind.NEW_DATA, ready["manifest_uri"], trigger.event_id,
                    ready["envelope"]["correlation_id"], 1, {"rule": "r"})
-    started = messages.run_started(spec, trigger.causation, "local", {"epochs": "1"})
+    started = events.run_started(spec, trigger.causation, "local", {"epochs": "1"})
     registration = {"artifact_uri": "s3://a/m.tar.gz", "metrics": {"accuracy": 1.0},
                     "baseline_metrics": {"accuracy": 0.2}, "reference_distribution": {"prediction": [1.0]}}
     for name, record in [("DatasetVersionReady", ready), ("TrainingRunStarted", started),
-                         ("TrainingRunSucceeded", messages.run_succeeded(spec, started["envelope"], "s3://a", {"a": 1.0}, 2)),
-                         ("TrainingRunFailed", messages.run_failed(spec, started["envelope"], "boom", 2)),
-                         ("TrainingRunSuperseded", messages.run_superseded(spec, spec, started["envelope"])),
-                         ("ModelVersionRegistered", messages.version_registered(spec, started["envelope"], registration)),
+                         ("TrainingRunSucceeded", events.run_succeeded(spec, started["envelope"], "s3://a", {"a": 1.0}, 2)),
+                         ("TrainingRunFailed", events.run_failed(spec, started["envelope"], "boom", 2)),
+                         ("TrainingRunSuperseded", events.run_superseded(spec, spec, started["envelope"])),
+                         ("ModelVersionRegistered", events.version_registered(spec, started["envelope"], registration)),
                          ("RetrainRequested", seed.retrain_requested("m", observed_value=0.5, threshold=0.8))]:
         decoded = codec.decode(codec.encode(name, record, check=True))
         assert decoded.record["envelope"]["event_id"] == record["envelope"]["event_id"]
-    assert messages.spec_of_started(codec.decode(codec.encode("TrainingRunStarted", started)).record) == spec
+    assert events.spec_of_started(codec.decode(codec.encode("TrainingRunStarted", started)).record) == spec
+
+
+def test_a_dataset_put_without_ingest_is_named_like_ingest_names_it(aws):
+    uri, manifest = put_dataset(aws, "flywheel-data", "m", "v1", make_examples(8, seed=1), parts=2)
+    seen = [ObjectSeen(bucket="flywheel-data", key=o["key"], etag=o["etag"], size=o["size_bytes"], modified_ms=0)
+            for o in manifest["objects"]]
+    assert manifest["dataset_version_id"] == ingest_ids.dataset_version_id(seen)
+    assert uri == f"s3://flywheel-data/manifests/m/{manifest['dataset_version_id']}.json"
+    assert sum(o["rows"] for o in manifest["objects"]) == manifest["row_count"] == 8

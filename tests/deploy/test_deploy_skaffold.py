@@ -34,17 +34,21 @@ def test_check_jsonschema_rejects_a_broken_skaffold_yaml(tmp_path: Path) -> None
     assert check_jsonschema(tmp_path / "skaffold.yaml").returncode != 0
 
 
-def artifacts(config: dict[str, Any]) -> dict[str, str]:
-    return {a["image"]: a["docker"]["dockerfile"] for a in config["build"]["artifacts"]}
+def artifacts(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, str]]]:
+    """image -> (its Dockerfile, its build args)."""
+    return {a["image"]: (a["docker"]["dockerfile"], a["docker"].get("buildArgs", {}))
+            for a in config["build"]["artifacts"]}
 
 
 @pytest.mark.parametrize("profile", [None, "eks"])
 def test_one_artifact_per_service_plus_training(profile: str | None) -> None:
     config = CONFIG if profile is None else next(p for p in CONFIG["profiles"] if p["name"] == profile)
     built = artifacts(config)
-    assert built == {f"flywheel-{s}": f"services/{s}/Dockerfile"
-                     for s in ("ingest", "orchestrator", "monitor", "training")}
-    assert all((REPO / dockerfile).is_file() for dockerfile in built.values())
+    assert built == {**{f"flywheel-{s}": ("services/Dockerfile", {"SERVICE": s})
+                        for s in ("ingest", "orchestrator", "monitor")},
+                     "flywheel-training": ("services/training/Dockerfile", {})}
+    assert all((REPO / dockerfile).is_file() for dockerfile, _ in built.values())
+    assert deploy_check.skaffold_images() == set(artifacts(CONFIG))
 
 
 def test_profiles_render_their_overlays() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flywheel_dev.demo import DEMO_ENV, Scenario, settings_for
+from flywheel.bootstrap import build_codec
+from flywheel_dev.demo import Scenario, settings_for
 from flywheel_dev.localstack import LocalStack
 from flywheel_dev.platform import Platform
 from flywheel_dev.timeline import Seen, Timeline
@@ -22,9 +23,7 @@ E2E_EXAMPLES = 160
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Timeline, Platform, dict[str, Seen]]]:
     workdir: Path = tmp_path_factory.mktemp("e2e")
-    with LocalStack(log_dir=workdir) as stack, Platform(stack, workdir, extra_env=DEMO_ENV) as platform:
-        from flywheel.bootstrap import build_codec
-
+    with LocalStack(log_dir=workdir) as stack, Platform(stack, workdir) as platform:
         timeline = Timeline(settings_for(stack), build_codec(settings_for(stack)))
         scenario = Scenario(stack, timeline, Printer(io.StringIO()), E2E_EXAMPLES, train_timeout=300)
         seen: dict[str, Seen] = {}

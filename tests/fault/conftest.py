@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from flywheel.bootstrap import build_codec
 from flywheel.codec import AvroCodec
-from flywheel_dev.demo import DEMO_ENV, settings_for
+from flywheel.kafka import confluent_producer_config
+from flywheel.publish import KafkaPublisher
+from flywheel_dev.demo import settings_for
 from flywheel_dev.localstack import LocalStack
 from flywheel_dev.platform import Platform
 from flywheel_dev.timeline import Seen, Timeline
@@ -39,7 +42,6 @@ SMALL_HYPERPARAMETERS = {
 # Unacknowledged SQS messages come back after 2 s and the reconciliation scan runs every 2 s, so a killed
 # ingest recovers quickly; quiet-period closing stays out of the way (versions close on their marker).
 FAULT_ENV = {
-    **DEMO_ENV,
     "FLYWHEEL_LOG_FORMAT": "json",
     "FLYWHEEL_SQS_VISIBILITY_TIMEOUT_S": "2",
     "FLYWHEEL_SCAN_INTERVAL_S": "2",
@@ -59,13 +61,17 @@ class Running:
     codec: AvroCodec
     workdir: Path
     _producer: Any = None
+    _publisher: KafkaPublisher | None = None
+
+    def publisher(self) -> KafkaPublisher:
+        """publish(topic, record) of catalogue events, as the CLI and the tools send them."""
+        if self._publisher is None:
+            self._publisher = KafkaPublisher(settings_for(self.stack), self.codec)
+        return self._publisher
 
     def producer(self) -> Any:
+        """A plain confluent-kafka producer, for the bytes no publisher would send (garbage, wrong schemas)."""
         if self._producer is None:
-            from confluent_kafka import Producer
-
-            from flywheel.kafka import confluent_producer_config
-
             self._producer = Producer(confluent_producer_config(settings_for(self.stack)))
         return self._producer
 
@@ -137,6 +143,8 @@ def platform_running(
                 running.timeline.close()
                 if running._producer is not None:
                     running._producer.flush(5)
+                if running._publisher is not None:
+                    running._publisher.flush()
         finally:
             platform.stop()
 

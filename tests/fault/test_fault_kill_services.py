@@ -20,6 +20,7 @@ import pytest
 
 from conftest import ARTIFACTS, assert_one_run_per_trigger, jsonl, wait_until
 from flywheel.events import now_ms
+from flywheel_dev.datasets import upload_dataset
 from flywheel_dev.harness.monitor import metric_event
 
 BUCKET = "flywheel-data"
@@ -39,12 +40,7 @@ def hold_dir():
 
 
 def upload(running, model: str, version: str = "v1", parts: int = 3) -> str:
-    prefix = f"datasets/{model}/{version}/"
-    s3 = running.s3()
-    for i in range(parts):
-        s3.put_object(Bucket=BUCKET, Key=f"{prefix}part-{i}.jsonl", Body=jsonl(4, i))
-    s3.put_object(Bucket=BUCKET, Key=f"{prefix}_SUCCESS", Body=b"")
-    return prefix
+    return upload_dataset(running.s3(), BUCKET, model, version, [jsonl(4, i) for i in range(parts)]).prefix
 
 
 def restart_after_kill(running, name: str) -> None:
@@ -114,18 +110,14 @@ def test_kill_9_orchestrator_mid_run(running, hold_dir: Path) -> None:
 def test_kill_9_monitor_mid_stream(running, hold_dir: Path) -> None:
     model = f"fault-orch-{RUN}"  # registered by the previous test
     [registered] = running.timeline.wait_for("ModelVersionRegistered", lambda s: s.get("model_id") == model)
-    version, producer, start = registered.get("model_version"), running.producer(), now_ms()
+    version, publisher, start = registered.get("model_version"), running.publisher(), now_ms()
     values = [0.93] * 10 + [0.62] * 70
 
     def send(indexes: range) -> None:
         for i in indexes:
             event = metric_event(model, values[i], 200, at_ms=start + i * 100, model_version=version)
-            producer.produce(
-                "model.metrics-observed",
-                key=model.encode(),
-                value=running.codec.encode("ModelMetricsObserved", event),
-            )
-        producer.flush(10)
+            publisher.publish("model.metrics-observed", event, wait=False)
+        publisher.flush()
 
     # The retrain stays in progress until the stream is handled: a version registered meanwhile would reset the
     # monitor's rule state and let the replayed stream of the old version breach again (docs/reliability.md).
@@ -152,13 +144,7 @@ def test_kill_9_monitor_mid_stream(running, hold_dir: Path) -> None:
 def settle(running, model: str, version: str) -> None:
     """A NaN window on the same key is dead-lettered only once every earlier event of the model was handled."""
     marker = metric_event(model, math.nan, 200, model_version=version)
-    producer = running.producer()
-    producer.produce(
-        "model.metrics-observed",
-        key=model.encode(),
-        value=running.codec.encode("ModelMetricsObserved", marker),
-    )
-    producer.flush(10)
+    running.publisher().publish("model.metrics-observed", marker)
     eid = marker["envelope"]["event_id"]
     running.timeline.wait_for(
         "DeadLetter",

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from flywheel.bootstrap import build_codec
 from flywheel.events import envelope
 from flywheel.kafka import confluent_producer_config
 from flywheel.settings import FlywheelSettings
+from flywheel.topicreader import read_to_end
 from flywheel_dev.localstack import free_port
 
 SOURCE = "dataset.rejected"  # read by no service, so this probe's group has it to itself
@@ -91,24 +92,16 @@ def produce(records: list[tuple[bytes | None, bytes | None]]) -> list[int]:
 
 
 def dead_letters_for(offsets: set[int]) -> list[dict[str, Any]]:
-    codec, settings = build_codec(FlywheelSettings()), FlywheelSettings()
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "foundation-dlq-reader",
-                         "fetch.wait.max.ms": 10})
-    consumer.assign([TopicPartition("monitor.dead-letter", 0, OFFSET_BEGINNING)])  # no group join needed
-    found: dict[int, dict[str, Any]] = {}
+    settings = FlywheelSettings()
+    codec = build_codec(settings)
 
-    def all_found() -> bool:
-        for msg in consumer.consume(100, timeout=0.5):
-            record = codec.decode(msg.value()).record
-            if record["source_topic"] == SOURCE and record["source_partition"] == 0 \
-                    and record["source_offset"] in offsets:
-                found[record["source_offset"]] = record
-        return len(found) == len(offsets)
+    def all_found() -> dict[int, dict[str, Any]] | None:
+        letters = read_to_end(settings, codec, ["monitor.dead-letter"], timeout_s=10).records()
+        found = {r["source_offset"]: r for r in letters
+                 if r["source_topic"] == SOURCE and r["source_partition"] == 0 and r["source_offset"] in offsets}
+        return found if len(found) == len(offsets) else None
 
-    try:
-        wait_for(all_found, f"dead letters for offsets {sorted(offsets)}", timeout=30)
-    finally:
-        consumer.close()
+    found = wait_for(all_found, f"dead letters for offsets {sorted(offsets)}", timeout=30)
     return [found[o] for o in sorted(found)]
 
 
@@ -129,6 +122,7 @@ def test_worker_dead_letters_bad_records_and_keeps_processing(worker: Path) -> N
         ("UndecodableRecord", b"m1", "monitor"), ("UndecodableRecord", b"m1", "monitor"),
         ("InvalidEvent", b"m1", "monitor")]
     assert [r["original_value"] for r in letters] == [b"\x07junk", None, stray_bytes]
+
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "flywheel", *argv], capture_output=True, text=True, timeout=60)

@@ -7,17 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flywheel.bootstrap import build_codec
-from flywheel.settings import FlywheelSettings
-from flywheel_dev.harness.ingest import (
-    EventReader,
-    jsonl,
-    metric,
-    put_version,
-    stack_client,
-    start_ingest,
-    under,
-)
+from flywheel_dev.harness.ingest import IngestEvents, jsonl, metric, put_version, start_ingest, under
 
 BUCKET = "flywheel-data"
 # Unacknowledged notifications come back after 2 s; quiet-period closing is kept out of the way.
@@ -39,8 +29,8 @@ def queue_depth(sqs: Any, url: str) -> int:
 
 def test_kill_9_mid_version_then_restart_gives_exactly_one_version(stack: Any, stack_env: dict[str, str],
                                                                   tmp_path: Path) -> None:
-    s3, sqs = stack_client(stack_env, "s3"), stack_client(stack_env, "sqs")
-    reader = EventReader(stack.kafka_bootstrap, build_codec(FlywheelSettings()))
+    s3, sqs = stack.client("s3"), stack.client("sqs")
+    reader = IngestEvents(stack)
     half = f"datasets/support-intent/crash-{uuid.uuid4().hex[:8]}/"
     closing = f"datasets/support-intent/crash-{uuid.uuid4().hex[:8]}/"
     worker = start_ingest(stack_env, tmp_path, **SETTINGS)
@@ -56,7 +46,7 @@ def test_kill_9_mid_version_then_restart_gives_exactly_one_version(stack: Any, s
 
         reader.wait_for(under(half), timeout=60)
         reader.wait_for(under(closing), timeout=60)
-        reader.poll(5)  # two scan intervals and a redelivery: room for any duplicate to show
+        reader.linger(5)  # two scan intervals and a redelivery: room for any duplicate to show
         [event] = reader.matching(under(half))
         assert sorted(o["key"].rsplit("/", 1)[1] for o in event["objects"]) == [f"part-{i}.jsonl" for i in range(5)]
         assert event["row_count"] == 20

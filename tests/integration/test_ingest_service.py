@@ -12,15 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flywheel.bootstrap import build_codec
-from flywheel.settings import FlywheelSettings
 from flywheel_dev.harness.ingest import (
-    EventReader,
+    IngestEvents,
     jsonl,
     metric,
     put_version,
     s3_event,
-    stack_client,
     start_ingest,
     under,
 )
@@ -37,13 +34,13 @@ def env(stack: Any) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def s3(env: dict[str, str]) -> Any:
-    return stack_client(env, "s3")
+def s3(stack: Any) -> Any:
+    return stack.client("s3")
 
 
 @pytest.fixture(scope="module")
-def sqs(env: dict[str, str]) -> Any:
-    return stack_client(env, "sqs")
+def sqs(stack: Any) -> Any:
+    return stack.client("sqs")
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +52,8 @@ def ingest(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(scope="module")
-def reader(stack: Any, env: dict[str, str], ingest: ServiceProcess) -> Iterator[EventReader]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        found = EventReader(stack.kafka_bootstrap, build_codec(FlywheelSettings()))
+def reader(stack: Any, ingest: ServiceProcess) -> Iterator[IngestEvents]:
+    found = IngestEvents(stack)
     yield found
     found.close()
 
@@ -68,16 +62,16 @@ def fresh(root: str = "datasets") -> str:
     return f"{root}/support-intent/{uuid.uuid4().hex[:10]}/"
 
 
-def only_one(reader: EventReader, prefix: str, topic: str = "dataset.version-ready") -> dict[str, Any]:
+def only_one(reader: IngestEvents, prefix: str, topic: str = "dataset.version-ready") -> dict[str, Any]:
     """Wait for the event, then long enough for a duplicate to show (scans, quiet periods) and count."""
     reader.wait_for(under(prefix, topic), timeout=30)
-    reader.poll(QUIET + 1.5)
+    reader.linger(QUIET + 1.5)
     found = reader.matching(under(prefix, topic))
     assert len(found) == 1, found
     return found[0]
 
 
-def test_a_valid_version_yields_one_event_and_its_manifest(s3: Any, reader: EventReader) -> None:
+def test_a_valid_version_yields_one_event_and_its_manifest(s3: Any, reader: IngestEvents) -> None:
     prefix = fresh()
     put_version(s3, BUCKET, prefix, {"a.jsonl": jsonl(8), "b.jsonl": jsonl(8)})
     event = only_one(reader, prefix)
@@ -93,7 +87,7 @@ def test_a_valid_version_yields_one_event_and_its_manifest(s3: Any, reader: Even
 
 
 def test_duplicate_notifications_and_an_overlapping_scan_give_one_version(s3: Any, sqs: Any, env: dict[str, str],
-                                                                         reader: EventReader,
+                                                                         reader: IngestEvents,
                                                                          ingest: ServiceProcess) -> None:
     prefix = fresh()
     before = metric(ingest.url, "flywheel_ingest_duplicates_dropped_total")
@@ -108,13 +102,13 @@ def test_duplicate_notifications_and_an_overlapping_scan_give_one_version(s3: An
     assert metric(ingest.url, "flywheel_ingest_duplicates_dropped_total") - before >= 3
 
 
-def test_the_scan_finds_what_no_notification_announced(s3: Any, reader: EventReader) -> None:
+def test_the_scan_finds_what_no_notification_announced(s3: Any, reader: IngestEvents) -> None:
     prefix = fresh("archive")  # the local stack wires notifications for datasets/ only
     put_version(s3, BUCKET, prefix, {"a.csv": b"text,label\nhello,greeting\n"})
     assert only_one(reader, prefix)["row_count"] == 1
 
 
-def test_a_version_without_marker_closes_after_the_quiet_period(s3: Any, reader: EventReader) -> None:
+def test_a_version_without_marker_closes_after_the_quiet_period(s3: Any, reader: IngestEvents) -> None:
     prefix = fresh()
     put_version(s3, BUCKET, prefix, {"a.jsonl": jsonl(2)}, marker=None)
     assert only_one(reader, prefix)["row_count"] == 2
@@ -152,19 +146,19 @@ def bad_upload(reason: str) -> tuple[str, str, dict[str, bytes], int | None]:
 
 
 @pytest.fixture(scope="module")
-def bad_versions(s3: Any, reader: EventReader) -> dict[str, str]:
+def bad_versions(s3: Any, reader: IngestEvents) -> dict[str, str]:
     """Every bad case uploaded at once (one wait for all), each in its own version: case -> prefix."""
     prefixes = {case: fresh() for case in CASES}
     for case, prefix in prefixes.items():
         put_version(s3, BUCKET, prefix, bad_upload(case)[2])
     for prefix in prefixes.values():
         reader.wait_for(under(prefix, "dataset.rejected"), timeout=30)
-    reader.poll(QUIET + 1.5)  # room for a duplicate to show
+    reader.linger(QUIET + 1.5)  # room for a duplicate to show
     return prefixes
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_each_kind_of_bad_file_is_rejected_naming_the_cause(bad_versions: dict[str, str], reader: EventReader,
+def test_each_kind_of_bad_file_is_rejected_naming_the_cause(bad_versions: dict[str, str], reader: IngestEvents,
                                                             case: str) -> None:
     prefix = bad_versions[case]
     reason, name, _, line = bad_upload(case)
@@ -174,7 +168,7 @@ def test_each_kind_of_bad_file_is_rejected_naming_the_cause(bad_versions: dict[s
     assert reader.matching(under(prefix)) == []
 
 
-def test_keys_outside_the_prefixes_and_garbage_messages(sqs: Any, env: dict[str, str], reader: EventReader) -> None:
+def test_keys_outside_the_prefixes_and_garbage_messages(sqs: Any, env: dict[str, str], reader: IngestEvents) -> None:
     key, garbage = f"uploads/{uuid.uuid4().hex}.jsonl", f"not an event {uuid.uuid4()}"
     queue = env["FLYWHEEL_NOTIFICATION_QUEUE_URL"]
     sqs.send_message(QueueUrl=queue, MessageBody=s3_event(BUCKET, key, "abc", 10))

@@ -11,11 +11,13 @@ import boto3
 import pytest
 
 from flywheel.bootstrap import build_codec
+from flywheel.publish import KafkaPublisher
+from flywheel.s3json import get_json
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.demodata import make_examples
 from flywheel_dev.harness import orchestrator as seed
 from flywheel_dev.platform import Platform
-from flywheel_orchestrator.topics import PRODUCES
+from flywheel_dev.timeline import Timeline
 
 SMALL = {"epochs": "1", "batch_size": "8", "max_len": "32", "learning_rate": "0.0003", "threads": "1"}
 # Stands in for train.py where a test needs a job that runs until stopped (no fine-tune needed to test that).
@@ -45,19 +47,13 @@ def orchestrator(stack, tmp_path: Path, model_id: str, **extra: str) -> Platform
 
 def publish(model_id: str, version: str, examples: list[dict]) -> dict:
     settings = FlywheelSettings()
-    uri, manifest = seed.put_dataset(s3_client(), "flywheel-data", model_id, version, examples)
-    record = seed.dataset_ready(uri, manifest)
-    seed.produce(settings, build_codec(settings), "dataset.version-ready", "DatasetVersionReady", record)
-    return record
+    return seed.publish_dataset(KafkaPublisher(settings, build_codec(settings)), s3_client(), model_id, version,
+                                examples)
 
 
-def watcher(model_id: str) -> seed.Watcher:
+def watcher() -> Timeline:
     settings = FlywheelSettings()
-    return seed.Watcher(settings, build_codec(settings), model_id, PRODUCES)
-
-
-def count(topic: str, n: int = 1):
-    return lambda events: sum(t == topic for t, _, _ in events) >= n
+    return Timeline(settings, build_codec(settings))
 
 
 def job_keys(run_id: str) -> list[str]:
@@ -67,18 +63,18 @@ def job_keys(run_id: str) -> list[str]:
 
 def test_dataset_version_yields_one_real_fine_tune_registered_with_artifact(stack, env, tmp_path, model_id):
     platform = orchestrator(stack, tmp_path, model_id)
-    watch = watcher(model_id)
+    watch = watcher()
     try:
         ready = publish(model_id, "v1", make_examples(48, seed=3))
         # Topics are consumed independently: wait for each event, not only for the last one sent.
         for topic in ("training.run-started", "training.run-succeeded", "model.version-registered"):
-            watch.wait_for(count(topic), timeout_s=240)
+            seed.wait_for(watch, topic, model_id, timeout_s=240)
     finally:
         platform.stop()
         watch.close()
-    started, = watch.of("training.run-started")
-    succeeded, = watch.of("training.run-succeeded")
-    registered, = watch.of("model.version-registered")
+    started, = seed.answers(watch, "training.run-started", model_id)
+    succeeded, = seed.answers(watch, "training.run-succeeded", model_id)
+    registered, = seed.answers(watch, "model.version-registered", model_id)
     assert started["trigger"] == "NEW_DATA" and started["trigger_event_id"] == ready["envelope"]["event_id"]
     assert started["envelope"]["correlation_id"] == ready["envelope"]["correlation_id"]
     assert registered["run_id"] == succeeded["run_id"] == started["run_id"]
@@ -95,17 +91,17 @@ def test_dataset_version_yields_one_real_fine_tune_registered_with_artifact(stac
 
 def test_failing_training_reports_failed_with_the_reason(stack, env, tmp_path, model_id):
     platform = orchestrator(stack, tmp_path, model_id)
-    watch = watcher(model_id)
+    watch = watcher()
     try:
         one_label = [{"text": f"invoice {i} is wrong", "label": "billing"} for i in range(20)]
         publish(model_id, "v1", one_label)
-        watch.wait_for(count("training.run-failed"), timeout_s=180)
+        seed.wait_for(watch, "training.run-failed", model_id, timeout_s=180)
     finally:
         platform.stop()
         watch.close()
-    failed, = watch.of("training.run-failed")
+    failed, = seed.answers(watch, "training.run-failed", model_id)
     assert "need at least 2 distinct labels" in failed["reason"]
-    assert not watch.of("model.version-registered")
+    assert not seed.answers(watch, "model.version-registered", model_id)
 
 
 def test_burst_gives_one_run_and_newer_data_supersedes_it(stack, env, tmp_path, model_id):
@@ -113,42 +109,42 @@ def test_burst_gives_one_run_and_newer_data_supersedes_it(stack, env, tmp_path, 
     sleeper.write_text(SLEEPER)
     platform = orchestrator(stack, tmp_path, model_id, FLYWHEEL_POLICY=json.dumps({"debounce_s": 2}),
                             FLYWHEEL_TRAINING_ENTRY_POINT=str(sleeper))
-    watch = watcher(model_id)
+    watch = watcher()
     try:
         burst = [publish(model_id, f"v{i}", make_examples(8, seed=i)) for i in range(1, 4)]
-        watch.wait_for(count("training.run-started"), timeout_s=60)
+        seed.wait_for(watch, "training.run-started", model_id, timeout_s=60)
         newer = publish(model_id, "v4", make_examples(8, seed=4))
-        watch.wait_for(count("training.run-started", 2), timeout_s=60)
-        watch.wait_for(count("training.run-superseded"), timeout_s=10)
-        first, second = watch.of("training.run-started")
+        seed.wait_for(watch, "training.run-started", model_id, 2, timeout_s=60)
+        seed.wait_for(watch, "training.run-superseded", model_id, timeout_s=10)
+        first, second = seed.answers(watch, "training.run-started", model_id)
         stopped = wait_state(first["run_id"], "Stopped")
     finally:
-        stop_jobs(watch.of("training.run-started"))
+        stop_jobs(seed.answers(watch, "training.run-started", model_id))
         platform.stop()
         watch.close()
     assert first["dataset_version_id"] == burst[-1]["dataset_version_id"]  # the burst became one run, on the last
     assert second["dataset_version_id"] == newer["dataset_version_id"]
-    superseded, = watch.of("training.run-superseded")
+    superseded, = seed.answers(watch, "training.run-superseded", model_id)
     assert superseded["run_id"] == first["run_id"] and superseded["superseded_by_run_id"] == second["run_id"]
     assert stopped == "Stopped"
 
 
 def test_kill_9_mid_run_then_restart_completes_without_duplicate(stack, env, tmp_path, model_id):
     platform = orchestrator(stack, tmp_path, model_id)
-    watch = watcher(model_id)
+    watch = watcher()
     try:
         publish(model_id, "v1", make_examples(48, seed=5))
-        started, = watch.wait_for(count("training.run-started"), timeout_s=60)
-        assert wait_state(started[1].record["run_id"], "InProgress") == "InProgress"
+        started, = seed.wait_for(watch, "training.run-started", model_id, timeout_s=60)
+        assert wait_state(started.record["run_id"], "InProgress") == "InProgress"
         platform.procs["orchestrator"].kill(signal.SIGKILL)
         platform.procs["orchestrator"].start()
         platform.procs["orchestrator"].wait_healthy()
-        watch.wait_for(count("model.version-registered"), timeout_s=240)
+        seed.wait_for(watch, "model.version-registered", model_id, timeout_s=240)
     finally:
         platform.stop()
         watch.close()
-    started, = watch.of("training.run-started")
-    registered, = watch.of("model.version-registered")
+    started, = seed.answers(watch, "training.run-started", model_id)
+    registered, = seed.answers(watch, "model.version-registered", model_id)
     assert registered["run_id"] == started["run_id"]
     assert job_keys(started["run_id"]) == [f"jobs/{started['run_id']}/{n}" for n in ("job.json", "status.json")]
     log = (tmp_path / "platform" / "orchestrator.log").read_text()
@@ -166,9 +162,7 @@ def wait_state(job_name: str, state: str, timeout_s: float = 30) -> str:
 
 
 def read_launcher_json(key: str) -> dict | None:
-    from flywheel_orchestrator.launchers.local import read_json
-
-    return read_json(s3_client(), "flywheel-artifacts", key)
+    return get_json(s3_client(), "flywheel-artifacts", key)
 
 
 def stop_jobs(started: list[dict]) -> None:

@@ -8,15 +8,15 @@ import tarfile
 
 import boto3
 
+from flywheel_dev.datasets import put_dataset
 from flywheel_dev.demodata import make_examples
-from flywheel_dev.harness import orchestrator as seed
-from flywheel_orchestrator import runtime
+from flywheel_orchestrator.adapters import build_launcher
 from flywheel_orchestrator.domain import RunSpec
-from flywheel_orchestrator.engine import LocalEngine
+from flywheel_orchestrator.executors import LocalWorkflowExecutor
 from flywheel_orchestrator.launchers.sagemaker import SageMakerConfig, SageMakerLauncher, resolve_image_uri
 from flywheel_orchestrator.policy import Kind
 from flywheel_orchestrator.settings import OrchestratorSettings
-from flywheel_orchestrator.wiring import build_launcher
+from flywheel_orchestrator.taskcontext import TaskContext
 
 ROLE = "arn:aws:iam::123456789012:role/flywheel-sagemaker-execution"
 
@@ -35,16 +35,16 @@ def test_settings_pick_the_sagemaker_launcher(stack_env, monkeypatch):
 
 def test_workflow_on_sagemaker_creates_one_job_and_registers_its_output(stack_env):
     s3, sm = boto3.client("s3"), boto3.client("sagemaker")
-    uri, _ = seed.put_dataset(s3, "flywheel-data", "sm-model", "v1", make_examples(8, seed=1))
+    uri, _ = put_dataset(s3, "flywheel-data", "sm-model", "v1", make_examples(8, seed=1))
     config = SageMakerConfig(role_arn=ROLE, image_uri=resolve_image_uri("us-east-1", "ml.g5.xlarge", "2.3"),
                              use_spot=True)
     launcher = SageMakerLauncher(sm, config)
     spec = RunSpec("fw-sm-model-data-1", "sm-model", "ds1", Kind.NEW_DATA, uri, "e1", "corr-1")
     # moto never runs the container and marks the job Completed at once; write what the container would.
     put_container_output(s3, f"models/sm-model/{spec.run_id}/output/output.tar.gz")
-    runtime.bind(runtime.Runtime(s3, launcher, "flywheel-artifacts", poll_s=0.01))
+    executor = LocalWorkflowExecutor(TaskContext(s3, launcher, "flywheel-artifacts", poll_s=0.01))
 
-    result = LocalEngine().execute(spec, {"epochs": "1"})
+    result = executor.execute(spec, {"epochs": "1"})
     again = launcher.start(job_request_like(spec))
 
     assert result.artifact_uri == f"s3://flywheel-artifacts/models/sm-model/{spec.run_id}/output/model.tar.gz"

@@ -1,54 +1,24 @@
-"""Closing a version against an in-memory object store (the one fake: the S3 edge)."""
+"""Closing a version against an in-memory object store (the one fake: the S3 edge, support.memory_store)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from flywheel_ingest.closer import AlreadyDone, CloseConfig, Ready, Refused, VersionCloser
 from flywheel_ingest.ids import dataset_version_id, done_key
-from flywheel_ingest.layout import ObjectSeen
 from flywheel_ingest.validation import Rules
+from support.memory_store import MemoryStore
 
 BUCKET, PREFIX = "flywheel-data", "datasets/m/v1/"
 GOOD = b'{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.docs: dict[str, dict[str, Any]] = {}
-        self.reads: list[str] = []
-
-    def put(self, key: str, body: bytes) -> None:
-        self.objects[key] = body
-
-    def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]:
-        return [ObjectSeen(bucket, k, hashlib.md5(v).hexdigest(), len(v), 1_000 + i)
-                for i, (k, v) in enumerate(sorted(self.objects.items())) if k.startswith(prefix)]
-
-    def chunks(self, bucket: str, key: str, chunk_bytes: int) -> Iterator[bytes]:
-        self.reads.append(key)
-        body = self.objects[key]
-        yield from (body[i:i + 4] for i in range(0, len(body), 4))
-
-    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
-        return self.docs.get(key)
-
-    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
-        self.docs[key] = doc
-
-    def exists(self, bucket: str, key: str) -> bool:
-        return key in self.docs
-
-
 @pytest.fixture
 def store() -> MemoryStore:
-    return MemoryStore()
+    return MemoryStore(split=4)  # tiny reads: validation must stream across chunk boundaries
 
 
 @pytest.fixture
@@ -120,7 +90,7 @@ def test_the_first_bad_object_in_key_order_rejects_the_version(store: MemoryStor
     assert isinstance(outcome, Refused)
     rejection = outcome.rejection
     assert (rejection.reason, rejection.key, rejection.line) == ("MISSING_COLUMNS", PREFIX + "b.jsonl", 3)
-    assert rejection.version_id == rejection.subject and rejection.model_id == "m"
+    assert rejection.dataset_version_id == rejection.subject and rejection.model_id == "m"
     assert not any(k.startswith("manifests/") for k in store.docs)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flywheel_ingest.grouping import Funnel, Seen
+from flywheel_ingest.core import Funnel, Observed
 from flywheel_ingest.ids import dataset_version_id
 from flywheel_ingest.layout import ObjectSeen, Place, place
 
@@ -84,13 +84,13 @@ def test_quiet_period_closes_a_version_without_marker() -> None:
 def test_a_duplicate_of_a_finished_object_is_done_and_its_receipt_kept_until_finish() -> None:
     funnel = Funnel(MARKER, quiet_ms=10**9)
     data, marker = obj("datasets/m/v/a.jsonl"), obj("datasets/m/v/_SUCCESS")
-    assert funnel.observe(data, where(data), "r1") is Seen.NEW
-    assert funnel.observe(data, where(data), "r2") is Seen.DUPLICATE_PENDING
+    assert funnel.observe(data, where(data), "r1") is Observed.NEW
+    assert funnel.observe(data, where(data), "r2") is Observed.DUPLICATE_PENDING
     funnel.observe(marker, where(marker), "r3")
     [version] = funnel.due(2_000)
     assert funnel.due(2_000) == []  # closing: not handed out twice
     assert sorted(funnel.finish(version, [data, marker])) == ["r1", "r2", "r3"]
-    assert funnel.observe(data, where(data), "r4") is Seen.DUPLICATE_DONE
+    assert funnel.observe(data, where(data), "r4") is Observed.DUPLICATE_DONE
     assert funnel.pending == {}
 
 
@@ -110,7 +110,7 @@ def test_an_overwritten_object_is_new() -> None:
     funnel = Funnel(MARKER, quiet_ms=10**9)
     old, new = obj("datasets/m/v/a.jsonl", "e1"), obj("datasets/m/v/a.jsonl", "e2")
     funnel.observe(old, where(old))
-    assert funnel.observe(new, where(new)) is Seen.NEW
+    assert funnel.observe(new, where(new)) is Observed.NEW
 
 
 def test_retry_backs_off_and_counts_attempts() -> None:

@@ -1,11 +1,9 @@
-"""The Ingestor's loop with fakes at its edges: S3 store, SQS queue and the broker's send."""
+"""The ingest handlers with fakes at their edges: S3 store, SQS queue and the broker's acknowledged publish."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,45 +11,17 @@ from typing import Any
 import pytest
 
 from flywheel.bootstrap import build_codec
+from flywheel.publish import TopicEncoder
 from flywheel.settings import FlywheelSettings
-from flywheel_ingest.adapters import QueueMessage
 from flywheel_ingest.app import close_config
 from flywheel_ingest.closer import VersionCloser
-from flywheel_ingest.layout import ObjectSeen
-from flywheel_ingest.runtime import Ingestor
+from flywheel_ingest.handlers import Ingestor, NotificationPoller, ReconciliationScan
+from flywheel_ingest.ports import QueueMessage
 from flywheel_ingest.settings import IngestSettings
-from flywheel_ingest.sources import NotificationPoller, ReconciliationScan
+from support.memory_store import MemoryStore
 
 BUCKET = "flywheel-data"
 CODEC = build_codec(FlywheelSettings())
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.docs: dict[str, dict[str, Any]] = {}
-
-    def seen(self, key: str) -> ObjectSeen:
-        return ObjectSeen(BUCKET, key, hashlib.md5(self.objects[key]).hexdigest(), len(self.objects[key]), 1_000)
-
-    def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]:
-        return [self.seen(k) for k in sorted(self.objects) if k.startswith(prefix)]
-
-    def list_page(self, bucket: str, prefix: str, start_after: str, max_keys: int) -> tuple[list[ObjectSeen], bool]:
-        keys = [k for k in sorted(self.objects) if k.startswith(prefix) and k > start_after]
-        return [self.seen(k) for k in keys[:max_keys]], len(keys) > max_keys
-
-    def chunks(self, bucket: str, key: str, chunk_bytes: int) -> Iterator[bytes]:
-        yield self.objects[key]
-
-    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
-        return self.docs.get(key)
-
-    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
-        self.docs[key] = doc
-
-    def exists(self, bucket: str, key: str) -> bool:
-        return key in self.docs
 
 
 class FakeQueue:
@@ -66,32 +36,36 @@ class FakeQueue:
 
 
 class FakeBroker:
-    def __init__(self, failures: int = 0) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
-        self.failures = failures
+    """publish(topic, record) as the app binds it: encoded per the catalogue, acknowledged on return."""
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    def __init__(self, failures: int = 0) -> None:
+        self.sent: list[tuple[str, bytes | None, dict[str, Any]]] = []
+        self.failures = failures
+        self.encoder = TopicEncoder(CODEC)
+
+    async def publish(self, topic: str, record: dict[str, Any]) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker unavailable")
-        self.sent.append((topic, key, CODEC.decode(value).record))
+        out = self.encoder.outgoing(topic, record)
+        self.sent.append((out.topic, out.key, CODEC.decode(out.value).record))
 
     def topics(self) -> list[str]:
         return [t for t, _, _ in self.sent]
 
 
-def notification(store: FakeStore, key: str, n: int) -> QueueMessage:
+def notification(store: MemoryStore, key: str, n: int) -> QueueMessage:
     seen = store.seen(key)
     record = {"eventName": "ObjectCreated:Put", "eventTime": "2024-05-01T10:00:00.000Z",
               "s3": {"bucket": {"name": BUCKET}, "object": {"key": key, "size": seen.size, "eTag": seen.etag}}}
     return QueueMessage(f"m{n}", f"r{n}", json.dumps({"Records": [record]}))
 
 
-def make(tmp_path: Path, broker: FakeBroker, store: FakeStore | None = None) -> tuple[Ingestor, FakeQueue]:
+def make(tmp_path: Path, broker: FakeBroker, store: MemoryStore | None = None) -> tuple[Ingestor, FakeQueue]:
     settings = IngestSettings(data_dir=tmp_path, quiet_period_s=3600)
-    store, queue = store or FakeStore(), FakeQueue()
+    store, queue = store or MemoryStore(), FakeQueue()
     closer = VersionCloser(store, close_config(settings))
-    return Ingestor(settings, store, closer, broker.send, CODEC, ThreadPoolExecutor(2), queue), queue
+    return Ingestor(settings, store, closer, broker.publish, ThreadPoolExecutor(2), queue), queue
 
 
 def run(coro: Any) -> Any:

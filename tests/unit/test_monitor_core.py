@@ -6,8 +6,8 @@ from flywheel.bootstrap import build_codec
 from flywheel.errors import InvalidEvent
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.harness.monitor import histogram_summary, metric_event, registration
-from flywheel_monitor.engine import MonitorEngine
-from flywheel_monitor.evidence import breach_id, retrain_requested
+from flywheel_monitor.core import MonitorCore
+from flywheel_monitor.events import breach_id, retrain_requested
 from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
 from flywheel_monitor.validation import UnknownModel
 from flywheel_monitor.windows import DictWindowStore
@@ -16,8 +16,8 @@ T0 = 1_700_000_000_000
 RULES = RuleSet.model_validate(DEFAULT_RULES)
 
 
-def engine(rules: RuleSet = RULES) -> MonitorEngine:
-    eng = MonitorEngine(rules, DictWindowStore())
+def core(rules: RuleSet = RULES) -> MonitorCore:
+    eng = MonitorCore(rules, DictWindowStore())
     eng.register(registration("support-intent", "v1", at_ms=T0 - 60_000,
                               reference={"len": [0.25, 0.25, 0.25, 0.25]}))
     return eng
@@ -33,7 +33,7 @@ def triggers_of(eng, events):
 
 
 def test_a_degrading_stream_triggers_once_with_the_event_that_tipped_it():
-    eng = engine()
+    eng = core()
     events = stream([0.93] * 20 + [0.62] * 60)
     fired = triggers_of(eng, events)
     assert len(fired) == 1
@@ -44,12 +44,12 @@ def test_a_degrading_stream_triggers_once_with_the_event_that_tipped_it():
 
 
 def test_a_healthy_or_recovering_stream_does_not_trigger():
-    eng = engine()
+    eng = core()
     assert triggers_of(eng, stream([0.93] * 40 + [0.85] * 20 + [0.91] * 40)) == []
 
 
 def test_a_new_version_rearms_the_rule():
-    eng = engine()
+    eng = core()
     first = stream([0.6] * 20)
     assert len(triggers_of(eng, first)) == 1
     assert eng.register(registration("support-intent", "v2", at_ms=T0 + 10_000))
@@ -59,7 +59,7 @@ def test_a_new_version_rearms_the_rule():
 
 def test_observations_of_a_replaced_version_do_not_feed_the_new_one():
     """During a rollout, servers still on v1 say nothing about v2: their windows must not trip v2's rules."""
-    eng = engine()
+    eng = core()
     assert eng.register(registration("support-intent", "v2", at_ms=T0 - 1_000))
     stale = [eng.observe(e) for e in stream([0.6] * 40, version="v1")]
     assert {o.ignored for o in stale} == {"replaced_version"} and not any(o.triggers for o in stale)
@@ -67,10 +67,10 @@ def test_observations_of_a_replaced_version_do_not_feed_the_new_one():
 
 
 def test_restored_retrain_request_blocks_a_duplicate_after_restart():
-    before = engine()
+    before = core()
     cause, trigger = triggers_of(before, stream([0.6] * 20))[0]
     record = retrain_requested(trigger, cause["envelope"], RULES, "monitor")
-    after = engine()
+    after = core()
     after.restore_trigger(record)
     assert triggers_of(after, stream([0.6] * 20, start=T0 + 5_000)) == []
 
@@ -84,16 +84,16 @@ def test_restored_retrain_request_blocks_a_duplicate_after_restart():
 ])
 def test_bad_observations_are_refused_with_the_reason(change, reason):
     with pytest.raises(InvalidEvent, match=reason):
-        engine().observe({**metric_event("support-intent", 0.9, at_ms=T0), **change})
+        core().observe({**metric_event("support-intent", 0.9, at_ms=T0), **change})
 
 
 def test_metrics_of_an_unknown_model_are_refused():
     with pytest.raises(UnknownModel, match="no-such-model"):
-        engine().observe(metric_event("no-such-model", 0.9))
+        core().observe(metric_event("no-such-model", 0.9))
 
 
 def test_drift_triggers_with_its_statistics():
-    eng = engine()
+    eng = core()
     shifted = histogram_summary([400, 50, 30, 20], [1, 2, 3], 0, 4)
     events = [metric_event("support-intent", 1.0, at_ms=T0 + i * 100, metric="feature:len", summary=shifted)
               for i in range(5)]
@@ -105,7 +105,7 @@ def test_drift_triggers_with_its_statistics():
 
 
 def test_retrain_request_carries_the_evidence_and_encodes():
-    eng = engine()
+    eng = core()
     cause, trigger = triggers_of(eng, stream([0.6] * 20))[0]
     record = retrain_requested(trigger, cause["envelope"], RULES, "monitor")
     assert record["envelope"]["causation_id"] == cause["envelope"]["event_id"]

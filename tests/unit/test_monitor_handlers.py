@@ -6,22 +6,27 @@ from prometheus_client import REGISTRY
 
 from flywheel.bootstrap import build_codec
 from flywheel.codec import Decoded
+from flywheel.publish import TopicEncoder
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.harness.monitor import metric_event, registration, training_events
-from flywheel_monitor.agents import MonitorHandlers
-from flywheel_monitor.engine import MonitorEngine
+from flywheel_monitor.core import MonitorCore
+from flywheel_monitor.handlers import MonitorHandlers
 from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
 from flywheel_monitor.windows import DictWindowStore
 
 CODEC = build_codec(FlywheelSettings())
 
 
-class FakeTopic:
+class FakePublisher:
+    """Encodes like FaustPublisher (catalogue schema, key and framing) and keeps (topic, key, decoded)."""
+
     def __init__(self):
+        self.encoder = TopicEncoder(CODEC)
         self.sent = []
 
-    async def send(self, key, value):
-        self.sent.append((key, CODEC.decode(value)))
+    async def publish(self, topic_name, record, *, acked=False):
+        out = self.encoder.outgoing(topic_name, record)
+        self.sent.append((out.topic, out.key, CODEC.decode(out.value)))
 
 
 class FakeDeadLetters:
@@ -33,8 +38,8 @@ class FakeDeadLetters:
 
 
 def handlers():
-    engine = MonitorEngine(RuleSet.model_validate(DEFAULT_RULES), DictWindowStore())
-    return MonitorHandlers(engine, CODEC, FakeDeadLetters(), FakeTopic(), "monitor", max_models=5)
+    core = MonitorCore(RuleSet.model_validate(DEFAULT_RULES), DictWindowStore())
+    return MonitorHandlers(core, FakePublisher(), FakeDeadLetters(), "monitor", max_models=5)
 
 
 def feed(h, name, record, topic="t"):
@@ -51,7 +56,8 @@ def test_breach_sends_one_retrain_request_keyed_by_model():
     feed(h, "ModelVersionRegistered", registration("m-handlers"))
     for i in range(10):
         feed(h, "ModelMetricsObserved", metric_event("m-handlers", 0.5, 200, at_ms=1_700_000_000_000 + i))
-    assert [(k, d.name) for k, d in h.retrain_topic.sent] == [(b"m-handlers", "flywheel.RetrainRequested")]
+    assert [(t, k, d.name) for t, k, d in h.publisher.sent] == \
+        [("retrain.requested", b"m-handlers", "flywheel.RetrainRequested")]
     assert sample("flywheel_monitor_retrain_triggers_total",
                   {"model": "m-handlers", "rule": "accuracy-low", "trigger": "METRIC_BREACH"}) == 1
     assert sample("flywheel_monitor_rule_threshold", {"model": "m-handlers", "rule": "accuracy-low"}) == 0.8

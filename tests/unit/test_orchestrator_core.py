@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flywheel_orchestrator.core import Orchestration
 from flywheel_orchestrator.domain import DatasetRef, Defer, Launch, Skip, Supersede, Trigger
 from flywheel_orchestrator.policy import Kind, TriggerPolicy
-from flywheel_orchestrator.state import Orchestration
 
 M = "support-intent"
 NOW = 1_700_000_000_000
@@ -192,7 +192,7 @@ def test_never_a_lost_trigger(events, policy):
         assert s.pending is None and s.queued is None and not s.in_flight, model
         latest = s.latest
         if latest is not None and policy.min_new_rows <= latest.row_count:
-            assert latest.version_id in s.trained_versions, "the newest data never got a run"
+            assert latest.dataset_version_id in s.trained_versions, "the newest data never got a run"
 
 
 def test_the_demo_scenario_runs_with_the_default_policy():

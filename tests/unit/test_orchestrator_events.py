@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flywheel.errors import InvalidEvent
-from flywheel_orchestrator.messages import trigger_of
+from flywheel_orchestrator.events import trigger_of
 from flywheel_orchestrator.policy import Kind
 
 ENVELOPE = {"event_id": "e1", "correlation_id": "breach-1", "occurred_at": 1, "producer": "monitor"}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flywheel_orchestrator import messages
+from flywheel_orchestrator import events
+from flywheel_orchestrator.core import Orchestration
 from flywheel_orchestrator.domain import RunSpec
 from flywheel_orchestrator.policy import Kind, TriggerPolicy
 from flywheel_orchestrator.replay import fold
-from flywheel_orchestrator.state import Orchestration
 
 
 def ready(version: str, event: str, model: str = "m") -> tuple[str, str, dict]:
@@ -19,7 +19,7 @@ def ready(version: str, event: str, model: str = "m") -> tuple[str, str, dict]:
 
 def started(run: str, version: str, trigger_event: str, model: str = "m") -> tuple[str, str, dict]:
     spec = RunSpec(run, model, version, Kind.NEW_DATA, f"s3://d/{version}.json", trigger_event, trigger_event)
-    record = messages.run_started(spec, {"event_id": trigger_event, "correlation_id": trigger_event}, "local", {})
+    record = events.run_started(spec, {"event_id": trigger_event, "correlation_id": trigger_event}, "local", {})
     return "training.run-started", "flywheel.TrainingRunStarted", record
 
 
@@ -33,7 +33,7 @@ def test_a_started_run_without_an_end_is_resumed_and_its_trigger_is_not_relaunch
     assert list(recovered.in_flight) == ["r1"] and recovered.untrained == []
     assert recovered.in_flight["r1"][0].manifest_uri == "s3://d/v1.json"
     topic, name, record = ready("v1", "e1")  # Faust redelivers it: its offset was not committed
-    skip, = orch.on_trigger(messages.trigger_of(name, topic, record, 0), 0)
+    skip, = orch.on_trigger(events.trigger_of(name, topic, record, 0), 0)
     assert "duplicate" in skip.reason
 
 
@@ -48,7 +48,7 @@ def test_a_dataset_that_never_got_a_run_is_decided_again():
     orch = Orchestration(TriggerPolicy())
     recovered = fold(orch, [ready("v1", "e1"), started("r1", "v1", "e1"), ended("r1"), ready("v2", "e2")])
     trigger, = recovered.untrained
-    assert trigger.dataset.version_id == "v2" and trigger.event_id == "e2"
+    assert trigger.dataset.dataset_version_id == "v2" and trigger.event_id == "e2"
 
 
 def test_models_of_other_workers_are_left_alone():

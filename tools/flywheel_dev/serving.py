@@ -8,7 +8,7 @@ from typing import Any
 from flywheel.catalogue import Service
 from flywheel.codec import AvroCodec
 from flywheel.events import envelope, now_ms
-from flywheel.kafka import confluent_producer_config
+from flywheel.publish import KafkaPublisher
 from flywheel.settings import FlywheelSettings
 
 TOPIC = "model.metrics-observed"
@@ -38,18 +38,14 @@ class ServingSimulator:
 
     def __init__(self, settings: FlywheelSettings, codec: AvroCodec, model_id: str, model_version: str,
                  seed: int = 7) -> None:
-        from confluent_kafka import Producer
-
-        self._producer = Producer(confluent_producer_config(settings))
-        self._codec = codec
+        self._publisher = KafkaPublisher(settings, codec, timeout_s=10)
         self._rng = random.Random(seed)
         self.model_id, self.model_version = model_id, model_version
 
     def send(self, level: float, samples: int = 200) -> None:
         accuracy = min(1.0, max(0.0, self._rng.gauss(level, 0.01)))
         record = accuracy_event(self.model_id, self.model_version, accuracy, samples)
-        self._producer.produce(TOPIC, key=self.model_id.encode(), value=self._codec.encode("ModelMetricsObserved", record))
-        self._producer.poll(0)
+        self._publisher.publish(TOPIC, record, wait=False)
 
     def flush(self) -> None:
-        self._producer.flush(10)
+        self._publisher.flush()

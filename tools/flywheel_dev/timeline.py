@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 from flywheel.catalogue import TOPICS
 from flywheel.codec import AvroCodec
 from flywheel.errors import FlywheelError
-from flywheel.kafka import confluent_consumer_config
 from flywheel.settings import FlywheelSettings
+from flywheel.topicreader import watch
 
 
 @dataclass(frozen=True)
@@ -32,11 +31,9 @@ class Timeline:
 
     def __init__(self, settings: FlywheelSettings, codec: AvroCodec,
                  on_event: Callable[[Seen], None] | None = None) -> None:
-        from confluent_kafka import Consumer
-
-        conf = confluent_consumer_config(settings, f"flywheel-timeline-{uuid.uuid4().hex[:8]}", from_beginning=True)
-        self._consumer = Consumer(conf)
-        self._consumer.subscribe([t.name for t in TOPICS])
+        # A group subscription, not an assignment: the fault tests wipe the local broker under a timeline.
+        self._messages = watch(settings, [t.name for t in TOPICS], from_beginning=True, reader="timeline",
+                               poll_s=0.1, subscribe=True)
         self._codec = codec
         self._on_event = on_event
         self._events: list[Seen] = []
@@ -47,9 +44,10 @@ class Timeline:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._consumer.poll(0.1)
-            if msg is None or msg.error():
+        for msg in self._messages:
+            if self._stop.is_set():
+                break
+            if msg is None:
                 continue
             seen = self._decode(msg)
             with self._cond:
@@ -57,7 +55,7 @@ class Timeline:
                 self._cond.notify_all()
             if self._on_event:
                 self._on_event(seen)
-        self._consumer.close()
+        self._messages.close()
 
     def _decode(self, msg: Any) -> Seen:
         at = time.monotonic() - self.started

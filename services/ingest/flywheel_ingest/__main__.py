@@ -1,6 +1,7 @@
 from flywheel.service import run_service
-from flywheel_ingest.app import SERVICE, create_app
+from flywheel_ingest.app import create_app
 from flywheel_ingest.settings import IngestSettings
+from flywheel_ingest.topics import SERVICE
 
 
 def main() -> None:

@@ -1,18 +1,16 @@
-"""Edges to AWS: the S3 object store and the SQS notification queue (boto3, blocking: call from threads)."""
+"""The ports on AWS: the S3 object store and the SQS notification queue (boto3, blocking: call from threads)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from flywheel import s3json
 from flywheel_ingest.ids import clean_etag
 from flywheel_ingest.layout import ObjectSeen
-
-_MISSING = {"404", "NoSuchKey", "NotFound"}
+from flywheel_ingest.ports import QueueMessage
 
 
 def _listed(bucket: str, item: dict[str, Any]) -> ObjectSeen:
@@ -44,38 +42,23 @@ class S3Store:
             body.close()  # a rejected object is not read to its end
 
     def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
-        try:
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                return None
-            raise
-        with body:
-            return json.loads(body.read())
+        return s3json.get_json(self.client, bucket, key)
 
     def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
-        self.client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=1).encode(),
-                               ContentType="application/json")
+        s3json.put_json(self.client, bucket, key, doc, indent=1)  # manifests stay readable in the console
 
     def exists(self, bucket: str, key: str) -> bool:
         try:
             self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
+            if s3json.is_missing(exc):
                 return False
             raise
         return True
 
 
-@dataclass(frozen=True)
-class QueueMessage:
-    message_id: str
-    receipt: str
-    body: str
-
-
 class SqsQueue:
-    """S3 event notifications, received with a short long-poll so a new object is seen within milliseconds."""
+    """The NotificationQueue port on SQS: S3 event notifications, received with a short long-poll so a new object is seen within milliseconds."""
 
     def __init__(self, client: Any, url: str, wait_s: int, visibility_s: int, max_messages: int) -> None:
         self.client, self.url = client, url

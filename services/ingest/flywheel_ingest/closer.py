@@ -8,22 +8,16 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from flywheel.events import now_ms
+from flywheel_ingest.events import Rejection
 from flywheel_ingest.ids import dataset_version_id, done_key, manifest_key
 from flywheel_ingest.layout import ObjectSeen, Place, data_format, place
-from flywheel_ingest.manifest import Checked, Rejection, build_manifest
+from flywheel_ingest.manifest import Checked, build_manifest
 from flywheel_ingest.parquet_check import validate_parquet
+from flywheel_ingest.ports import ObjectStore
 from flywheel_ingest.validation import Invalid, Rules, Stats, validate_csv, validate_jsonl
-
-
-class ObjectStore(Protocol):
-    def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]: ...
-    def chunks(self, bucket: str, key: str, chunk_bytes: int) -> Iterator[bytes]: ...
-    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None: ...
-    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None: ...
-    def exists(self, bucket: str, key: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class AlreadyDone:
     covered: list[ObjectSeen]
 
 
-Outcome = Ready | Refused | AlreadyDone
+CloseResult = Ready | Refused | AlreadyDone  # what closing a version tells the handlers
 Meter = Callable[[str, int], None]  # (format, bytes validated)
 
 
@@ -66,17 +60,17 @@ class VersionCloser:
     cfg: CloseConfig
     meter: Meter = lambda fmt, n: None
 
-    def close(self, bucket: str, model_id: str, prefix: str, known_ms: dict[str, int]) -> Outcome:
+    def close(self, bucket: str, model_id: str, prefix: str, known_ms: dict[str, int]) -> CloseResult:
         listing = self.store.list_prefix(bucket, prefix)
         data = [o for o in listing if not _control(o, self.cfg)]
-        version_id = dataset_version_id(data)
+        version = dataset_version_id(data)
         # Every empty version hashes alike: its prefix tells them apart.
-        subject = version_id if data else f"empty-{dataset_version_id([ObjectSeen(bucket, prefix, '', 0, 0)])}"
+        subject = version if data else f"empty-{dataset_version_id([ObjectSeen(bucket, prefix, '', 0, 0)])}"
         if self.store.exists(bucket, done_key(self.cfg.state_prefix, model_id, subject)):
             return AlreadyDone(listing)
 
         def refuse(key: str, reason: str, detail: str, line: int | None = None) -> Refused:
-            return Refused(Rejection(bucket, key, reason, detail, subject, model_id, version_id if data else None,
+            return Refused(Rejection(bucket, key, reason, detail, subject, model_id, version if data else None,
                                      line, prefix), listing)
 
         if not data:
@@ -84,7 +78,7 @@ class VersionCloser:
         for seen in data:
             if (problem := self._refusal(seen)) is not None:
                 return refuse(seen.key, *problem)
-        key = manifest_key(self.cfg.manifest_prefix, model_id, version_id)
+        key = manifest_key(self.cfg.manifest_prefix, model_id, version)
         uri = f"s3://{bucket}/{key}"
         if (existing := self.store.get_json(bucket, key)) is not None:
             return Ready(existing, uri, listing)  # validated before a crash; publish what was recorded
@@ -94,7 +88,7 @@ class VersionCloser:
             return refuse(exc.key, exc.invalid.reason, exc.invalid.detail, exc.invalid.line)
         marker = next((o.key for o in listing if o.key == prefix + self.cfg.marker_name), None)
         manifest = build_manifest(
-            bucket=bucket, model_id=model_id, prefix=prefix, version_id=version_id, checked=checked,
+            bucket=bucket, model_id=model_id, prefix=prefix, dataset_version_id=version, checked=checked,
             content_hash=content_hash, created_at=now_ms(), marker=marker,
             first_object_at=min(known_ms.get(o.key, o.modified_ms) for o in data))
         self.store.put_json(bucket, key, manifest)

@@ -1,5 +1,9 @@
-"""The funnel both detection paths feed: dedup by (bucket, key, version id or ETag), grouping into versions,
-and the rule that closes a version (its marker, or a quiet period)."""
+"""The pure decision core: the funnel both detection paths feed. Dedup by (bucket, key, S3 object version or
+ETag), grouping into dataset versions, and the rule that closes a version (its marker, or a quiet period).
+
+No I/O: the handlers feed it what notifications and listings report and act on what it decides. Pure helpers
+beside it: `layout` (key checks), `ids` (deterministic ids), `validation` and `parquet_check` (data checks),
+`notifications` (SQS bodies -> objects)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from flywheel_ingest.layout import ObjectSeen, Place
 Identity = tuple[str, str, str]
 
 
-class Seen(Enum):
+class Observed(Enum):
+    """What the funnel made of one reported object."""
+
     NEW = "new"
     DUPLICATE_PENDING = "duplicate_pending"  # already waiting in an open version
     DUPLICATE_DONE = "duplicate_done"  # its version is published: the notification can be deleted
@@ -65,19 +71,19 @@ class Funnel:
         self.done = Remembered(remember)
         self.pending: dict[tuple[str, str], PendingVersion] = {}
 
-    def observe(self, seen: ObjectSeen, where: Place, receipt: str | None = None) -> Seen:
+    def observe(self, seen: ObjectSeen, where: Place, receipt: str | None = None) -> Observed:
         if seen.identity in self.done:
-            return Seen.DUPLICATE_DONE
+            return Observed.DUPLICATE_DONE
         version = self._version(seen.bucket, where)
         if receipt is not None:
             version.receipts.setdefault(seen.key, []).append(receipt)
         known = version.objects.get(seen.key)
         if known is not None and known.identity == seen.identity:
-            return Seen.DUPLICATE_PENDING
+            return Observed.DUPLICATE_PENDING
         version.objects[seen.key] = seen  # new key, or the same key overwritten with other content
         version.newest_ms = max(version.newest_ms, seen.modified_ms)
         version.marker_seen |= where.name == self.marker_name
-        return Seen.NEW
+        return Observed.NEW
 
     def _version(self, bucket: str, where: Place) -> PendingVersion:
         slot = (bucket, where.prefix)

@@ -1,37 +1,52 @@
-"""The ingest loop: notifications and scan pages into the funnel, due versions closed in worker threads, events
-produced, then the effect recorded in S3 and only then the SQS messages deleted. No Faust import: the app
-injects `send` (which returns once the broker acknowledged the record)."""
+"""The ingest handlers: notifications and scan pages into the funnel (the core), due versions closed in worker
+threads, events published, then the effect recorded in S3 and only then the SQS messages deleted.
+
+`Ingestor` drives the funnel and the closes; `NotificationPoller` and `ReconciliationScan` are the two
+detection paths the app runs as Faust tasks (both only feed the funnel; neither decides anything). No Faust
+import: the app injects `publish` (a `ports.Publish`, which returns once the broker acknowledged the record).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
 from typing import Any, TypeVar
 
-from flywheel.codec import AvroCodec
 from flywheel.events import ids, now_ms
 from flywheel_ingest import metrics
-from flywheel_ingest.closer import AlreadyDone, Outcome, Ready, Refused, VersionCloser
-from flywheel_ingest.grouping import Funnel, PendingVersion, Seen
-from flywheel_ingest.ids import dataset_version_id, done_key, object_subject
+from flywheel_ingest.closer import AlreadyDone, CloseResult, Ready, Refused, VersionCloser
+from flywheel_ingest.core import Funnel, Observed, PendingVersion
+from flywheel_ingest.events import (
+    DEAD_LETTER_TOPIC,
+    READY_TOPIC,
+    REJECTED_TOPIC,
+    Rejection,
+    notification_dead_letter,
+    ready_event,
+    rejected_event,
+)
+from flywheel_ingest.ids import cursor_key, dataset_version_id, done_key, object_subject
 from flywheel_ingest.layout import ObjectSeen, Unsafe, place
-from flywheel_ingest.manifest import Rejection, ready_event, rejected_event
+from flywheel_ingest.notifications import BadNotification, parse_body
+from flywheel_ingest.ports import NotificationQueue, ObjectStore, Publish, QueueMessage
 from flywheel_ingest.settings import IngestSettings
 
 log = logging.getLogger("flywheel_ingest")
-Send = Callable[[str, bytes, bytes], Awaitable[None]]
 T = TypeVar("T")
 RETRY_BACKOFF_MS = 500
+TICK_S = 0.5  # quiet-period closes and retries; marker closes do not wait for it
+ERROR_PAUSE_S = 1.0
 
 
 class Ingestor:
-    def __init__(self, settings: IngestSettings, store: Any, closer: VersionCloser, send: Send, codec: AvroCodec,
-                 executor: Executor, queue: Any | None = None) -> None:
+    def __init__(self, settings: IngestSettings, store: ObjectStore, closer: VersionCloser, publish: Publish,
+                 executor: Executor, queue: NotificationQueue | None = None) -> None:
         self.settings, self.store, self.closer, self.queue = settings, store, closer, queue
-        self.send, self.codec, self.executor = send, codec, executor
+        self.publish, self.executor = publish, executor
         self.funnel = Funnel(settings.marker_name, int(settings.quiet_period_s * 1000), settings.dedup_cache_size)
         self.own_prefixes = (settings.manifest_prefix, settings.state_prefix)
         self._slots = asyncio.Semaphore(settings.close_workers)
@@ -53,10 +68,10 @@ class Ingestor:
         if isinstance(where, Unsafe):
             await self._refuse_object(seen, where.reason, where.detail, where.model_id)
             return now_done
-        outcome = self.funnel.observe(seen, where, receipt)
-        if outcome is not Seen.NEW:
+        observed = self.funnel.observe(seen, where, receipt)
+        if observed is not Observed.NEW:
             metrics.DUPLICATES.labels(source).inc()
-        return now_done if outcome is Seen.DUPLICATE_DONE else []
+        return now_done if observed is Observed.DUPLICATE_DONE else []
 
     def close_due(self) -> None:
         for version in self.funnel.due(now_ms()):
@@ -71,20 +86,20 @@ class Ingestor:
 
     async def _close(self, version: PendingVersion) -> None:
         async with self._slots:
-            outcome = await self._outcome(version)
-            if outcome is None:
+            result = await self._close_result(version)
+            if result is None:
                 return
             try:
-                await self._publish(outcome, version)
+                await self._publish(result, version)
             except Exception:
                 log.exception("publishing %s failed; will retry", version.prefix, extra={"prefix": version.prefix})
                 self.funnel.retry(version, now_ms(), RETRY_BACKOFF_MS)
                 return
-            released = self.funnel.finish(version, outcome.covered)
+            released = self.funnel.finish(version, result.covered)
             await self.delete(released)
         self.close_due()  # objects that arrived during the close may form a due version already
 
-    async def _outcome(self, version: PendingVersion) -> Outcome | None:
+    async def _close_result(self, version: PendingVersion) -> CloseResult | None:
         known = {key: seen.modified_ms for key, seen in version.objects.items()}
         try:
             return await self.blocking(self.closer.close, version.bucket, version.model_id, version.prefix, known)
@@ -101,18 +116,18 @@ class Ingestor:
             return Refused(Rejection(version.bucket, version.prefix, "READ_ERROR", f"cannot read the version: {exc!r}",
                                      subject, version.model_id, subject, None, version.prefix), pending)
 
-    async def _publish(self, outcome: Outcome, version: PendingVersion) -> None:
-        if isinstance(outcome, AlreadyDone):
+    async def _publish(self, result: CloseResult, version: PendingVersion) -> None:
+        if isinstance(result, AlreadyDone):
             log.info("%s already published", version.prefix, extra={"prefix": version.prefix})
-        elif isinstance(outcome, Ready):
-            await self._publish_ready(outcome, version)
+        elif isinstance(result, Ready):
+            await self._publish_ready(result, version)
         else:
-            await self._publish_rejection(outcome.rejection)
+            await self._publish_rejection(result.rejection)
 
     async def _publish_ready(self, ready: Ready, version: PendingVersion) -> None:
         record = ready_event(ready.manifest, ready.manifest_uri)
         model_id = record["model_id"]
-        await self.send("dataset.version-ready", model_id.encode(), self.codec.encode("DatasetVersionReady", record))
+        await self.publish(READY_TOPIC, record)
         produced = now_ms()
         metrics.VERSIONS_READY.inc()
         newest = max([version.newest_ms, *(o.modified_ms for o in ready.covered)])
@@ -124,8 +139,7 @@ class Ingestor:
 
     async def _publish_rejection(self, rejection: Rejection) -> None:
         record = rejected_event(rejection)
-        key = (rejection.model_id or "").encode()
-        await self.send("dataset.rejected", key, self.codec.encode("DatasetRejected", record))
+        await self.publish(REJECTED_TOPIC, record)
         metrics.VERSIONS_REJECTED.labels(rejection.reason).inc()
         log.warning("dataset rejected: %s", rejection.detail,
                     extra={**ids(record), "model_id": rejection.model_id, "key": rejection.key,
@@ -159,3 +173,125 @@ class Ingestor:
             return
         if stale:
             log.info("%d receipts were stale (redelivered meanwhile)", stale)
+
+
+class NotificationPoller:
+    """The fast path: S3 notifications from SQS, long-polled in a worker thread."""
+
+    def __init__(self, ingestor: Ingestor, queue: NotificationQueue) -> None:
+        self.ingestor, self.queue = ingestor, queue
+        self.extended_at = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                messages = await self.ingestor.blocking(self.queue.receive)
+                await self.handle(messages)
+                await self.keep_held_invisible()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # SQS or broker trouble: keep polling, the messages come back
+                log.exception("notification poll failed")
+                await asyncio.sleep(ERROR_PAUSE_S)
+
+    async def handle(self, messages: list[QueueMessage]) -> None:
+        durable: list[str] = []
+        for message in messages:
+            try:
+                reported = parse_body(message.body)
+            except BadNotification as exc:
+                await self._dead_letter(message, exc)
+                durable.append(message.receipt)
+                continue
+            if not reported:
+                durable.append(message.receipt)  # s3:TestEvent, removals
+            for seen in reported:
+                durable += await self.ingestor.observe(seen, "sqs", message.receipt)
+        self.ingestor.close_due()
+        await self.ingestor.delete(durable)
+
+    async def keep_held_invisible(self) -> None:
+        """A long backlog can outlast the visibility timeout of messages held for an open version; without
+        this they would come back ahead of the marker's message again and again."""
+        if time.monotonic() - self.extended_at < self.queue.visibility_s / 2:
+            return
+        self.extended_at = time.monotonic()
+        held = self.ingestor.funnel.held_receipts()
+        if held:
+            stale = await self.ingestor.blocking(self.queue.extend, held)
+            log.info("kept %d held notifications invisible (%d stale)", len(held) - stale, stale)
+
+    async def _dead_letter(self, message: QueueMessage, error: Exception) -> None:
+        record = notification_dead_letter(self.queue.name, message.message_id, message.body, error)
+        await self.ingestor.publish(DEAD_LETTER_TOPIC, record)  # acknowledged: the message is deleted next
+        metrics.DEAD_LETTERED.inc()
+        log.warning("dead-lettered SQS message %s: %s", message.message_id, error,
+                    extra={**ids(record), "error_type": type(error).__name__})
+
+
+class ReconciliationScan:
+    """ListObjectsV2 from a cursor persisted in S3, a bounded number of keys a tick; at the end of the listing
+    the cursor wraps to the start, so every key is revisited once a pass and a restart resumes mid-pass."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+        self.settings = ingestor.settings
+        self.cursors: dict[str, str] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.scan_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciliation scan failed")
+            await asyncio.sleep(self.settings.scan_interval_s)
+
+    async def scan_once(self) -> int:
+        seen = 0
+        for prefix in self.settings.dataset_prefixes:
+            seen += await self._scan_prefix(prefix)
+        self.ingestor.close_due()
+        return seen
+
+    async def _scan_prefix(self, prefix: str) -> int:
+        cursor = await self._cursor(prefix)
+        budget, seen, started = self.settings.scan_max_keys_per_tick, 0, cursor
+        while budget > 0:
+            page, more = await self.ingestor.blocking(
+                self.ingestor.store.list_page, self.settings.data_bucket, prefix, cursor,
+                min(self.settings.scan_page_size, budget))
+            for item in page:
+                await self.ingestor.observe(item, "scan")
+            seen, budget = seen + len(page), budget - len(page)
+            cursor = page[-1].key if more and page else ""
+            if not more:
+                break
+        if cursor != started:
+            await self._save(prefix, cursor)
+        return seen
+
+    async def _cursor(self, prefix: str) -> str:
+        if prefix not in self.cursors:
+            doc = await self.ingestor.blocking(self.ingestor.store.get_json, self.settings.data_bucket,
+                                               cursor_key(self.settings.state_prefix, prefix))
+            self.cursors[prefix] = (doc or {}).get("start_after", "")
+        return self.cursors[prefix]
+
+    async def _save(self, prefix: str, cursor: str) -> None:
+        await self.ingestor.blocking(self.ingestor.store.put_json, self.settings.data_bucket,
+                                     cursor_key(self.settings.state_prefix, prefix),
+                                     {"prefix": prefix, "start_after": cursor})
+        self.cursors[prefix] = cursor
+
+
+def register(app: Any, ingestor: Ingestor) -> None:
+    """Ingest's Faust side: the SQS poller and the reconciliation scan as tasks, due closes on a timer."""
+    if ingestor.queue is not None:
+        app.task(NotificationPoller(ingestor, ingestor.queue).run)
+    app.task(ReconciliationScan(ingestor).run)
+
+    @app.timer(TICK_S)
+    async def close_quiet_versions() -> None:
+        ingestor.close_due()

@@ -27,8 +27,9 @@ def correlation_id(bucket: str, key_or_prefix: str) -> str:
     return f"s3://{bucket}/{key_or_prefix}"
 
 
-def manifest_key(manifest_prefix: str, model_id: str, version_id: str) -> str:
-    return f"{manifest_prefix}{model_id}/{version_id}.json"
+def manifest_key(manifest_prefix: str, model_id: str, version: str) -> str:
+    """Where the manifest of dataset version `version` (a dataset_version_id) is written."""
+    return f"{manifest_prefix}{model_id}/{version}.json"
 
 
 def done_key(state_prefix: str, model_id: str | None, subject: str) -> str:

@@ -11,18 +11,20 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "pa
 
 @dataclass(frozen=True, slots=True)
 class ObjectSeen:
-    """One S3 object as a notification or a listing reports it (the dedup identity is `identity`)."""
+    """One S3 object as a notification or a listing reports it (the dedup identity is `identity`).
+
+    `object_version` is S3's own version of the object (versioned buckets only), not a dataset version."""
 
     bucket: str
     key: str
     etag: str
     size: int
     modified_ms: int
-    version_id: str | None = None
+    object_version: str | None = None
 
     @property
     def identity(self) -> tuple[str, str, str]:
-        return (self.bucket, self.key, self.version_id or self.etag)
+        return (self.bucket, self.key, self.object_version or self.etag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,3 @@ def data_format(key: str) -> str | None:
     """jsonl, csv or parquet by extension; None for anything else."""
     lower = key.lower()
     return next((fmt for ext, fmt in FORMATS.items() if lower.endswith(ext)), None)
-
-
-def is_marker(found: Place, marker_name: str) -> bool:
-    return found.name == marker_name

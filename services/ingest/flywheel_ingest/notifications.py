@@ -46,7 +46,7 @@ def _from_record(record: dict[str, Any]) -> ObjectSeen:
     obj = s3["object"]
     return ObjectSeen(bucket=s3["bucket"]["name"], key=unquote_plus(obj["key"]),
                       etag=clean_etag(obj.get("eTag") or obj.get("etag") or ""), size=int(obj.get("size", 0)),
-                      modified_ms=iso_ms(record["eventTime"]), version_id=obj.get("versionId") or None)
+                      modified_ms=iso_ms(record["eventTime"]), object_version=obj.get("versionId") or None)
 
 
 def _from_eventbridge(doc: dict[str, Any]) -> ObjectSeen:
@@ -55,7 +55,7 @@ def _from_eventbridge(doc: dict[str, Any]) -> ObjectSeen:
     # EventBridge keys are not URL-encoded, unlike direct notifications.
     return ObjectSeen(bucket=detail["bucket"]["name"], key=obj["key"], etag=clean_etag(obj.get("etag", "")),
                       size=int(obj.get("size", 0)), modified_ms=iso_ms(doc["time"]),
-                      version_id=obj.get("version-id") or None)
+                      object_version=obj.get("version-id") or None)
 
 
 def iso_ms(text: str) -> int:

@@ -1,7 +1,8 @@
-"""The monitor's decisions: known models, windowed aggregates, rule and drift verdicts. Pure.
+"""The monitor's decision core: known models, windowed aggregates, rule and drift verdicts. Pure.
 
-Agents feed decoded records in; the engine says what to emit. Windows live in a WindowStore (a Faust
-windowed table in the service), rule state in plain dicts rebuilt from the topics after a restart.
+The handlers feed decoded records in; the core says what to emit. Windows live in a WindowStore
+(ports.py; a Faust windowed table in the service), rule state in plain dicts rebuilt from the topics after a
+restart (recovery.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 
 from flywheel.events import to_millis
 from flywheel_monitor import drift
+from flywheel_monitor.ports import WindowStore
 from flywheel_monitor.rules import FEATURE_PREFIX, Rule, RuleSet
 from flywheel_monitor.triggers import RuleState, evaluate, reset_for_new_version, restore
 from flywheel_monitor.validation import UnknownModel, check_observation
-from flywheel_monitor.windows import Aggregate, WindowStore, observed_at_ms, window_index
+from flywheel_monitor.windows import Aggregate, observed_at_ms, window_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +28,8 @@ class ModelInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Trigger:
-    """Everything a RetrainRequested needs as evidence."""
+class RetrainDecision:
+    """A rule fired: everything a RetrainRequested needs as evidence (events.retrain_requested)."""
 
     kind: str  # TriggerKind symbol
     rule: Rule
@@ -50,13 +52,15 @@ class Evaluation:
 
 
 @dataclass(slots=True)
-class Outcome:
+class Assessment:
+    """What one observation changed: every rule evaluated, the retrains it asks for, or why it was ignored."""
+
     evaluations: list[Evaluation] = field(default_factory=list)
-    triggers: list[Trigger] = field(default_factory=list)
+    triggers: list[RetrainDecision] = field(default_factory=list)
     ignored: str | None = None  # why the observation was not folded (e.g. it is about a replaced version)
 
 
-class MonitorEngine:
+class MonitorCore:
     def __init__(self, rules: RuleSet, store: WindowStore) -> None:
         self.rules = rules
         self.store = store
@@ -90,24 +94,24 @@ class MonitorEngine:
         if known is not None and at > known.registered_at_ms:
             restore(self.states[(record["model_id"], record["rule"])], at)
 
-    def observe(self, record: dict[str, Any]) -> Outcome:
+    def observe(self, record: dict[str, Any]) -> Assessment:
         """Fold one observation into its windows and evaluate the rules watching it."""
         check_observation(record)
         info = self.models.get(record["model_id"])
         if info is None:
             raise UnknownModel(f"model {record['model_id']!r} has no registered version")
         if record["model_version"] in self.retired[record["model_id"]]:
-            return Outcome(ignored="replaced_version")
-        outcome = Outcome()
+            return Assessment(ignored="replaced_version")
+        assessment = Assessment()
         at = observed_at_ms(record)
         key = f"{record['model_id']}|{record['metric']}"
         for window_ms, rules in self._plan(record["metric"]).items():
             aggregate = self._fold(key, window_ms, at, record)
             for rule in rules:
-                self._evaluate(rule, record, info, aggregate, at, outcome)
+                self._evaluate(rule, record, info, aggregate, at, assessment)
         if self.drift_rule is not None and record["metric"].startswith(FEATURE_PREFIX):
-            self._check_drift(record, info, at, outcome)
-        return outcome
+            self._check_drift(record, info, at, assessment)
+        return assessment
 
     def _plan(self, metric: str) -> dict[int, tuple[Rule, ...]]:
         """Rules for `metric` grouped by window size, so each window is folded once."""
@@ -126,19 +130,19 @@ class MonitorEngine:
         return aggregate
 
     def _evaluate(self, rule: Rule, record: dict[str, Any], info: ModelInfo, aggregate: Aggregate,
-                  at: int, outcome: Outcome) -> None:
+                  at: int, assessment: Assessment) -> None:
         value = aggregate.value(rule.aggregation, rule.window_s)
         window = window_index(at, rule.window_ms)
         verdict = evaluate(self.states[(record["model_id"], rule.name)], rule, window, value, aggregate.count, at)
-        outcome.evaluations.append(Evaluation(rule, value, aggregate.count, verdict.breached))
+        assessment.evaluations.append(Evaluation(rule, value, aggregate.count, verdict.breached))
         if verdict.fire:
-            outcome.triggers.append(Trigger(
+            assessment.triggers.append(RetrainDecision(
                 "METRIC_BREACH", rule, record["model_id"], info.version, rule.metric, value, aggregate.count,
                 window * rule.window_ms, (window + 1) * rule.window_ms,
                 {"mean": aggregate.mean, "min": aggregate.low, "max": aggregate.high,
                  "stddev": aggregate.stddev, "count": float(aggregate.count)}))
 
-    def _check_drift(self, record: dict[str, Any], info: ModelInfo, at: int, outcome: Outcome) -> None:
+    def _check_drift(self, record: dict[str, Any], info: ModelInfo, at: int, assessment: Assessment) -> None:
         rule, feature = self.drift_rule, record["metric"][len(FEATURE_PREFIX):]
         if feature not in info.reference:
             return
@@ -156,9 +160,9 @@ class MonitorEngine:
         value = 1.0 if report.drifted else 0.0
         window = window_index(at, rule.window_ms)
         verdict = evaluate(self.states[(record["model_id"], rule.name)], rule, window, value, samples, at)
-        outcome.evaluations.append(Evaluation(rule, report.features[worst].psi, samples, verdict.breached))
+        assessment.evaluations.append(Evaluation(rule, report.features[worst].psi, samples, verdict.breached))
         if verdict.fire:
-            outcome.triggers.append(Trigger(
+            assessment.triggers.append(RetrainDecision(
                 "DRIFT", rule, record["model_id"], info.version, FEATURE_PREFIX + worst,
                 report.features[worst].psi, samples, window * rule.window_ms, (window + 1) * rule.window_ms,
                 _drift_statistics(report)))

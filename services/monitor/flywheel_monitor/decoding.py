@@ -10,7 +10,6 @@ UndecodableRecord, a record of another schema than its topic's raises InvalidEve
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any
 
@@ -18,8 +17,7 @@ from fastavro import parse_schema, schemaless_reader
 
 from flywheel.catalogue import topic
 from flywheel.codec import AvroCodec, Decoded
-from flywheel.errors import CodecError, InvalidEvent, UndecodableRecord
-from flywheel.faust_app import DeadLetters, source_of
+from flywheel.errors import InvalidEvent, UndecodableRecord
 from flywheel.registry import WriterInfo
 from flywheel_monitor.topics import CONSUMES
 
@@ -75,16 +73,3 @@ class MillisDecoder:
         self._schemas[id(info)] = entry
         return entry
 
-
-async def consume(stream: Any, decoder: MillisDecoder, dead_letters: DeadLetters,
-                  handle: Callable[[Any, Decoded], Awaitable[None]]) -> None:
-    """Decode each record of a raw stream and hand it to `handle`; undecodable or wrong-schema records go to
-    the dead-letter topic. (One loop, not an async generator in front of the agent: a hop less per event.)"""
-    async for event in stream.events():
-        message = event.message
-        try:
-            item = decoder.decode_for_topic(message.topic, message.value)
-        except CodecError as exc:
-            await dead_letters.send(source_of(message), exc)
-            continue
-        await handle(message, item)

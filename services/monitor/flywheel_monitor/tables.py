@@ -1,9 +1,9 @@
-"""Faust tumbling windowed tables as the engine's WindowStore.
+"""Faust tumbling windowed tables: the service's adapter of the core's WindowStore port (ports.py).
 
-The tables are caches (BRIEF.md: changelog recovery on Tansu restores stale values), so they write no
-changelog: a restart starts the current window empty, which rules tolerate (min_samples), while cooldowns
-are rebuilt from the retrain.requested topic (recovery.py). Skipping the changelog also keeps a produce per
-metric event off the hot path.
+The tables are caches (changelog recovery on Tansu restores stale values: docs/decisions/0003-tansu-quirks.md,
+0201-monitor-windows-as-cache-tables.md), so they write no changelog: a restart starts the current window
+empty, which rules tolerate (min_samples), while cooldowns are rebuilt from the retrain.requested topic
+(recovery.py). Skipping the changelog also keeps a produce per metric event off the hot path.
 """
 
 from __future__ import annotations

@@ -9,3 +9,4 @@ PRODUCES: tuple[str, ...] = produced_by(SERVICE)
 REPLAYS: tuple[str, ...] = replayed_by(SERVICE)
 METRICS_TOPIC = "model.metrics-observed"
 RETRAIN_TOPIC = "retrain.requested"
+REGISTERED_TOPIC = "model.version-registered"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from flywheel.events import to_millis
 
@@ -114,16 +114,9 @@ def window_index(at_ms: int, window_ms: int) -> int:
     return at_ms // window_ms
 
 
-class WindowStore(Protocol):
-    """Where aggregates live: a Faust windowed table in the service, a dict in unit tests and benchmarks."""
-
-    def get(self, key: str, window_ms: int, at_ms: int) -> Aggregate | None: ...
-
-    def put(self, key: str, window_ms: int, at_ms: int, aggregate: Aggregate) -> None: ...
-
-
 class DictWindowStore:
-    """In-memory WindowStore keeping only the latest `keep` windows per key and size."""
+    """In-memory WindowStore (ports.py) for unit tests and benchmarks: the latest `keep` windows per key and
+    size."""
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep

@@ -1,8 +1,9 @@
 """Orchestrator: decides when to fine-tune and runs the training workflow (`flywheel-orchestrator`)."""
 
 from flywheel.service import run_service
-from flywheel_orchestrator.app import SERVICE, create_app
+from flywheel_orchestrator.app import create_app
 from flywheel_orchestrator.settings import OrchestratorSettings
+from flywheel_orchestrator.topics import SERVICE
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""Adapters from settings: the launcher, the workflow engine and the tasks' runtime. Nothing runs at import."""
+"""Adapters from settings: the launcher and the workflow tasks' context. Nothing runs at import.
+
+`app.py` assembles the service from these; a workflow task in a Flyte pod builds its context here from the
+pod's FLYWHEEL_* environment. The workflow executors are chosen in `app.py` (they import the workflow).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,15 @@ import sys
 from typing import Any
 
 from flywheel.bootstrap import aws_client
-from flywheel_orchestrator.engine import Engine, FlyteRemoteEngine, LocalEngine
 from flywheel_orchestrator.launchers.base import Launcher
-from flywheel_orchestrator.runtime import Runtime
-from flywheel_orchestrator.settings import EngineKind, LauncherKind, OrchestratorSettings
+from flywheel_orchestrator.launchers.local import LocalLauncher
+from flywheel_orchestrator.settings import LauncherKind, OrchestratorSettings
+from flywheel_orchestrator.taskcontext import TaskContext
 
 
 def build_launcher(settings: OrchestratorSettings, s3: Any) -> Launcher:
     if settings.launcher is LauncherKind.SAGEMAKER:
-        from flywheel_orchestrator.launchers.sagemaker import (
+        from flywheel_orchestrator.launchers.sagemaker import (  # the SageMaker SDK only when chosen
             SageMakerConfig,
             SageMakerLauncher,
             resolve_image_uri,
@@ -27,8 +31,6 @@ def build_launcher(settings: OrchestratorSettings, s3: Any) -> Launcher:
                                  max_runtime_s=settings.sagemaker_max_runtime_s, use_spot=settings.sagemaker_use_spot,
                                  max_wait_s=settings.sagemaker_max_wait_s, source_uri=settings.sagemaker_source_uri)
         return SageMakerLauncher(aws_client(settings, "sagemaker"), config)
-    from flywheel_orchestrator.launchers.local import LocalLauncher
-
     env = {"AWS_DEFAULT_REGION": settings.aws_region}
     if settings.aws_endpoint_url:
         env["AWS_ENDPOINT_URL"] = settings.aws_endpoint_url
@@ -38,20 +40,13 @@ def build_launcher(settings: OrchestratorSettings, s3: Any) -> Launcher:
                          python=settings.training_python or sys.executable)
 
 
-def build_runtime(settings: OrchestratorSettings) -> Runtime:
+def build_task_context(settings: OrchestratorSettings) -> TaskContext:
     s3 = aws_client(settings, "s3")
     max_poll = settings.max_poll_s if settings.launcher is LauncherKind.SAGEMAKER else 2.0
-    return Runtime(s3=s3, launcher=build_launcher(settings, s3), artifact_bucket=settings.artifact_bucket,
-                   poll_s=settings.poll_s, max_poll_s=max_poll)
+    return TaskContext(s3=s3, launcher=build_launcher(settings, s3), artifact_bucket=settings.artifact_bucket,
+                       poll_s=settings.poll_s, max_poll_s=max_poll)
 
 
-def build_engine(settings: OrchestratorSettings) -> Engine:
-    if settings.engine is EngineKind.FLYTE_REMOTE:
-        return FlyteRemoteEngine(settings.flyte_endpoint, settings.flyte_project, settings.flyte_domain,
-                                 settings.flyte_version)
-    return LocalEngine()
-
-
-def runtime_from_env() -> Runtime:
+def task_context_from_env() -> TaskContext:
     """For a task running in a Flyte pod: the same adapters, from that pod's FLYWHEEL_* environment."""
-    return build_runtime(OrchestratorSettings())
+    return build_task_context(OrchestratorSettings())

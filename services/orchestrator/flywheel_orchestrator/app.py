@@ -1,37 +1,36 @@
-"""Wiring only: build the Faust app, codec, adapters and the run supervisor from settings; register agents."""
+"""Assembly only: the Faust app, codec, publisher, adapters from settings and the run supervisor; handlers."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import faust
 
 from flywheel.bootstrap import build_codec
-from flywheel.catalogue import topic
-from flywheel.faust_app import DeadLetters, FaustPublisher, make_app, raw_topic
-from flywheel_orchestrator import agents, runtime
+from flywheel.faust_app import DeadLetters, FaustPublisher, make_app
+from flywheel_orchestrator import handlers
+from flywheel_orchestrator.adapters import build_task_context
+from flywheel_orchestrator.core import Orchestration
+from flywheel_orchestrator.executors import FlyteRemoteWorkflowExecutor, LocalWorkflowExecutor
+from flywheel_orchestrator.ports import WorkflowExecutor
 from flywheel_orchestrator.runs import Supervisor
-from flywheel_orchestrator.settings import OrchestratorSettings
-from flywheel_orchestrator.state import Orchestration
-from flywheel_orchestrator.topics import PRODUCES
-from flywheel_orchestrator.wiring import build_engine, build_runtime
+from flywheel_orchestrator.settings import ExecutorKind, OrchestratorSettings
+from flywheel_orchestrator.taskcontext import TaskContext
+from flywheel_orchestrator.topics import SERVICE
 
-SERVICE = "orchestrator"
+
+def build_executor(settings: OrchestratorSettings, context: TaskContext) -> WorkflowExecutor:
+    if settings.engine is ExecutorKind.FLYTE_REMOTE:
+        return FlyteRemoteWorkflowExecutor(settings.flyte_endpoint, settings.flyte_project, settings.flyte_domain,
+                                           settings.flyte_version)
+    return LocalWorkflowExecutor(context)
 
 
 def create_app(settings: OrchestratorSettings) -> faust.App:
     app = make_app(SERVICE, settings)
     codec = build_codec(settings)
-    dead_letters = DeadLetters(FaustPublisher(app, codec, SERVICE))
-    outputs = {name: raw_topic(app, topic(name)) for name in PRODUCES if not name.endswith("dead-letter")}
-
-    async def send(topic_name: str, schema: str, record: dict[str, Any]) -> None:
-        await outputs[topic_name].send(key=record["model_id"].encode(), value=codec.encode(schema, record))
-
-    tasks_runtime = build_runtime(settings)
-    runtime.bind(tasks_runtime)
+    publisher = FaustPublisher(app, codec, SERVICE)
+    context = build_task_context(settings)
     orchestration = Orchestration(settings.policy, settings.policies())
-    supervisor = Supervisor(orchestration, build_engine(settings), tasks_runtime, tasks_runtime.launcher, send,
+    supervisor = Supervisor(orchestration, build_executor(settings, context), context, publisher.publish,
                             settings.hyperparameters)
-    agents.register(app, settings, codec, dead_letters, supervisor)
+    handlers.register(app, settings, codec, DeadLetters(publisher), supervisor)
     return app

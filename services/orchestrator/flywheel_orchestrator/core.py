@@ -1,7 +1,8 @@
 """The run state machine per model: triggers in, decisions out. Pure: time is passed in, nothing is sent.
 
 The same fold rebuilds the state from the event log after a restart (`record_*`), so a Faust table is
-never the only memory of what ran (BRIEF.md: redelivery after rebalance, stale changelog restores).
+never the only memory of what ran: Faust redelivers after a rebalance, and a table restored from a Tansu
+changelog can be stale (docs/decisions/0301-run-identity-and-recovery.md, 0003-tansu-quirks.md).
 """
 
 from __future__ import annotations
@@ -95,15 +96,15 @@ class Orchestration:
             return self._admit_new_data(trigger, policy, now_ms)
         st, out = self.state(trigger.model_id), []
         if st.pending is not None and st.pending.event_id != trigger.event_id:
-            out.append(self._skip(st.pending, f"debounced: replaced by newer version {trigger.dataset.version_id}"))
+            out.append(self._skip(st.pending, f"debounced: replaced by newer version {trigger.dataset.dataset_version_id}"))
         st.pending, st.pending_due_ms = trigger, now_ms + int(policy.debounce_s * 1000)
         return out + [Defer(trigger.model_id, trigger.kind, trigger.event_id,
                             f"debounce {policy.debounce_s}s for a newer version", st.pending_due_ms)]
 
     def _admit_new_data(self, trigger: Trigger, policy: TriggerPolicy, now_ms: int) -> list[Decision]:
         st, dataset = self.state(trigger.model_id), trigger.dataset
-        if dataset.version_id in st.trained_versions:
-            return [self._skip(trigger, f"dataset version {dataset.version_id} was already trained")]
+        if dataset.dataset_version_id in st.trained_versions:
+            return [self._skip(trigger, f"dataset version {dataset.dataset_version_id} was already trained")]
         new_rows = sum(rows for key, etag, rows in dataset.objects if (key, etag) not in st.trained_objects)
         if new_rows < policy.min_new_rows:
             return [self._skip(trigger, f"{new_rows} new rows since the last run, below min_new_rows",
@@ -119,17 +120,17 @@ class Orchestration:
             until = last + int(policy.cooldown_s * 1000)
             return [self._skip(trigger, f"cooldown until {iso(until)}", last_launch=iso(last),
                                cooldown_s=policy.cooldown_s)]
-        covering = [r.run_id for r in st.in_flight.values() if r.dataset_version_id == st.latest.version_id]
+        covering = [r.run_id for r in st.in_flight.values() if r.dataset_version_id == st.latest.dataset_version_id]
         if covering:
             return [self._skip(trigger, f"covered by in-flight run {covering[0]} on the latest dataset version")]
-        attempt = st.attempts[(st.latest.version_id, trigger.kind)] + 1
+        attempt = st.attempts[(st.latest.dataset_version_id, trigger.kind)] + 1
         return self._admit(trigger, st.latest, attempt, policy, now_ms)
 
     def _admit(self, trigger: Trigger, dataset: DatasetRef, attempt: int, policy: TriggerPolicy,
                now_ms: int) -> list[Decision]:
         st = self.state(trigger.model_id)
         spec = make_spec(trigger, dataset, attempt)
-        stale = [r for r in st.in_flight.values() if r.dataset_version_id != dataset.version_id] \
+        stale = [r for r in st.in_flight.values() if r.dataset_version_id != dataset.dataset_version_id] \
             if policy.supersede and trigger.kind is Kind.NEW_DATA else []
         if len(st.in_flight) - len(stale) >= policy.max_concurrent_runs:
             return self._queue(trigger, st, policy)
@@ -156,7 +157,7 @@ class Orchestration:
     # --- the fold shared by decisions and event-log replay ----------------------------------------------
     def record_dataset(self, dataset: DatasetRef) -> None:
         st = self.state(dataset.model_id)
-        st.datasets[dataset.version_id] = dataset
+        st.datasets[dataset.dataset_version_id] = dataset
         st.latest = dataset
 
     def record_started(self, spec: RunSpec, now_ms: int) -> None:
@@ -180,8 +181,8 @@ class Orchestration:
 
 def make_spec(trigger: Trigger, dataset: DatasetRef, attempt: int) -> RunSpec:
     return RunSpec(
-        run_id=ids.run_id(trigger.model_id, dataset.version_id, trigger.kind.value, attempt),
-        model_id=trigger.model_id, dataset_version_id=dataset.version_id, kind=trigger.kind,
+        run_id=ids.run_id(trigger.model_id, dataset.dataset_version_id, trigger.kind.value, attempt),
+        model_id=trigger.model_id, dataset_version_id=dataset.dataset_version_id, kind=trigger.kind,
         manifest_uri=dataset.manifest_uri, trigger_event_id=trigger.event_id,
         correlation_id=trigger.causation.get("correlation_id") or trigger.event_id,
         data_landed_at_ms=dataset.landed_at_ms, lineage=dict(trigger.evidence))

@@ -13,7 +13,7 @@ class DatasetRef:
     """A dataset version as announced by DatasetVersionReady."""
 
     model_id: str
-    version_id: str
+    dataset_version_id: str
     manifest_uri: str
     row_count: int
     objects: tuple[tuple[str, str, int], ...] = ()  # (key, etag, rows)

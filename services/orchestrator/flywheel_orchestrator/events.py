@@ -16,7 +16,7 @@ _EVIDENCE = ("model_version", "rule", "metric", "aggregation", "comparator", "ob
 
 def dataset_ref(record: dict[str, Any]) -> DatasetRef:
     return DatasetRef(
-        model_id=record["model_id"], version_id=record["dataset_version_id"],
+        model_id=record["model_id"], dataset_version_id=record["dataset_version_id"],
         manifest_uri=record["manifest_uri"], row_count=int(record["row_count"]),
         objects=tuple((o["key"], o["etag"], int(o.get("rows") or 0)) for o in record["objects"]),
         landed_at_ms=to_millis(record["first_object_at"]))

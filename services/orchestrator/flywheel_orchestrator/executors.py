@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol
+from typing import Any
 
 from flywheel_orchestrator.domain import RunSpec
-
-
-class Engine(Protocol):
-    def execute(self, spec: RunSpec, hyperparameters: dict[str, str]) -> Any:
-        """Run the workflow for `spec` to its end (blocking: call it from a worker thread)."""
+from flywheel_orchestrator.taskcontext import TaskContext, scoped
 
 
 def workflow_inputs(spec: RunSpec, hyperparameters: dict[str, str]) -> dict[str, Any]:
@@ -21,16 +17,25 @@ def workflow_inputs(spec: RunSpec, hyperparameters: dict[str, str]) -> dict[str,
             "hyperparameters": dict(hyperparameters), "tags": tags}
 
 
-class LocalEngine:
-    """flytekit local execution: the same workflow object, run in-process."""
+class LocalWorkflowExecutor:
+    """flytekit local execution: the same workflow object, run in-process with this service's adapters.
+
+    flytekit runs the tasks synchronously in the calling thread, so the task context set around the call
+    is the one the tasks see.
+    """
+
+    def __init__(self, context: TaskContext) -> None:
+        self.context = context
 
     def execute(self, spec: RunSpec, hyperparameters: dict[str, str]) -> Any:
-        from flywheel_orchestrator.workflow import training_workflow  # flytekit loads in the worker thread
+        # flytekit is heavy: it loads on the first run, in the worker thread, not at service start-up.
+        from flywheel_orchestrator.workflow import training_workflow
 
-        return training_workflow(**workflow_inputs(spec, hyperparameters))
+        with scoped(self.context):
+            return training_workflow(**workflow_inputs(spec, hyperparameters))
 
 
-class FlyteRemoteEngine:
+class FlyteRemoteWorkflowExecutor:
     """The registered launch plan on a Flyte cluster; the execution is named after the run, so it is idempotent."""
 
     LAUNCH_PLAN = "flywheel_orchestrator.workflow.training_workflow"

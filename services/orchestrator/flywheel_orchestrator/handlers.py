@@ -1,4 +1,4 @@
-"""Faust agents: decode -> pure decision -> carry out. Recovery from the event log runs before the first decision."""
+"""Faust handlers: decode -> pure decision -> carry out. Recovery from the event log runs before the first decision."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from flywheel.codec import AvroCodec
 from flywheel.errors import InvalidEvent
 from flywheel.events import ids, now_ms
 from flywheel.faust_app import DeadLetters, decoded, raw_topics, source_of
-from flywheel_orchestrator import messages
-from flywheel_orchestrator.eventlog import read_topics
+from flywheel.topicreader import read_to_end
+from flywheel_orchestrator import events
 from flywheel_orchestrator.replay import fold
 from flywheel_orchestrator.runs import Supervisor
 from flywheel_orchestrator.settings import OrchestratorSettings
@@ -42,7 +42,7 @@ def register(app: faust.App, settings: OrchestratorSettings, codec: AvroCodec, d
 
     @app.on_before_shutdown.connect
     async def stop_waiting(sender: Any, **_: Any) -> None:
-        supervisor.runtime.stopping.set()  # workflow threads return; jobs go on and are re-attached on restart
+        supervisor.context.stopping.set()  # workflow threads return; jobs go on and are re-attached on restart
 
     @app.timer(DEBOUNCE_TICK_S)
     async def debounce() -> None:
@@ -57,7 +57,7 @@ def register(app: faust.App, settings: OrchestratorSettings, codec: AvroCodec, d
             if not settings.manages(model_id):
                 continue
             try:
-                trigger = messages.trigger_of(event.name, message.topic, event.record, now_ms())
+                trigger = events.trigger_of(event.name, message.topic, event.record, now_ms())
             except InvalidEvent as exc:
                 await dead_letters.send(source_of(message), exc)
                 continue
@@ -69,7 +69,8 @@ def register(app: faust.App, settings: OrchestratorSettings, codec: AvroCodec, d
 async def recover_state(settings: OrchestratorSettings, codec: AvroCodec, supervisor: Supervisor) -> None:
     """Fold the log, re-attach to runs that never ended, and launch datasets that never got a decision."""
     started = now_ms()
-    items = await asyncio.to_thread(read_topics, settings, codec, REPLAYS)
+    replay = await asyncio.to_thread(read_to_end, settings, codec, REPLAYS, reader="orchestrator-replay")
+    items = replay.by_time()
     recovered = fold(supervisor.orchestration, ((t, d.name, d.record) for t, d in items), settings.manages)
     for spec, envelope in recovered.in_flight.values():
         log.info("resuming run %s", spec.run_id, extra={"run_id": spec.run_id, "model_id": spec.model_id})

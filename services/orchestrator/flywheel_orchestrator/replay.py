@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.events import to_millis
-from flywheel_orchestrator import messages
+from flywheel_orchestrator import events
+from flywheel_orchestrator.core import Orchestration
 from flywheel_orchestrator.domain import RunSpec, Trigger
-from flywheel_orchestrator.state import Orchestration
 
 ENDINGS = ("TrainingRunSucceeded", "TrainingRunFailed", "TrainingRunSuperseded")
 
@@ -32,10 +32,10 @@ def fold(orch: Orchestration, items: Iterable[tuple[str, str, dict[str, Any]]],
             continue
         short = name.rsplit(".", 1)[-1]
         if short == "DatasetVersionReady":
-            orch.record_dataset(messages.dataset_ref(record))
+            orch.record_dataset(events.dataset_ref(record))
             latest_event[model_id] = (topic_name, name, record)
         elif short == "TrainingRunStarted":
-            spec = messages.spec_of_started(record)
+            spec = events.spec_of_started(record)
             orch.record_started(spec, to_millis(record["envelope"]["occurred_at"]))
             if spec.run_id in orch.state(model_id).in_flight:
                 out.in_flight[spec.run_id] = (spec, record["envelope"])
@@ -44,7 +44,7 @@ def fold(orch: Orchestration, items: Iterable[tuple[str, str, dict[str, Any]]],
             out.in_flight.pop(record["run_id"], None)
     for model_id, (topic_name, name, record) in latest_event.items():
         if record["dataset_version_id"] not in orch.state(model_id).trained_versions:
-            out.untrained.append(messages.trigger_of(name, topic_name, record, to_millis(
+            out.untrained.append(events.trigger_of(name, topic_name, record, to_millis(
                 record["envelope"]["occurred_at"])))
     return out
 

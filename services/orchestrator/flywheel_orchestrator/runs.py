@@ -14,20 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from flywheel.events import now_ms, to_millis
-from flywheel_orchestrator import messages
+from flywheel_orchestrator import events
+from flywheel_orchestrator.core import Orchestration
 from flywheel_orchestrator.domain import Decision, Defer, Launch, RunSpec, Skip, Supersede, kind_of
-from flywheel_orchestrator.engine import Engine
-from flywheel_orchestrator.launchers.base import Interrupted, Launcher, TrainingFailed
-from flywheel_orchestrator.runtime import Runtime
-from flywheel_orchestrator.state import Orchestration
+from flywheel_orchestrator.launchers.base import Interrupted, TrainingFailed
+from flywheel_orchestrator.metrics import DECISIONS, RUN_ENDS
+from flywheel_orchestrator.ports import WorkflowExecutor
+from flywheel_orchestrator.taskcontext import TaskContext
 
 log = logging.getLogger("orchestrator")
-DECISIONS = Counter("flywheel_orchestrator_decisions_total", "Trigger decisions", ["decision", "trigger"])
-RUN_ENDS = Counter("flywheel_orchestrator_runs_ended_total", "Training runs by how they ended", ["outcome"])
-Send = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (topic, schema name, record)
+Send = Callable[[str, dict[str, Any]], Awaitable[Any]]  # (topic, record): FaustPublisher.publish
 
 
 @dataclass
@@ -38,9 +35,10 @@ class Handle:
 
 
 class Supervisor:
-    def __init__(self, orchestration: Orchestration, engine: Engine, runtime: Runtime, launcher: Launcher,
+    def __init__(self, orchestration: Orchestration, executor: WorkflowExecutor, context: TaskContext,
                  send: Send, hyperparameters: dict[str, str], max_workers: int = 16) -> None:
-        self.orchestration, self.engine, self.runtime, self.launcher = orchestration, engine, runtime, launcher
+        self.orchestration, self.executor, self.context = orchestration, executor, context
+        self.launcher = context.launcher
         self.send, self.hyperparameters = send, hyperparameters
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="workflow")
         self.handles: dict[str, Handle] = {}
@@ -64,8 +62,8 @@ class Supervisor:
 
     async def _launch(self, decision: Launch) -> None:
         spec = decision.spec
-        record = messages.run_started(spec, decision.trigger.causation, self.launcher.name, self.hyperparameters)
-        await self.send("training.run-started", "TrainingRunStarted", record)  # before the long work
+        record = events.run_started(spec, decision.trigger.causation, self.launcher.name, self.hyperparameters)
+        await self.send("training.run-started", record)  # before the long work
         log.info("launch %s", spec.run_id, extra={"decision": "launch", "run_id": spec.run_id,
                  "model_id": spec.model_id, "dataset_version_id": spec.dataset_version_id,
                  "trigger": spec.kind.value, "trigger_event_id": spec.trigger_event_id,
@@ -86,8 +84,7 @@ class Supervisor:
             handle.superseded = True
         causation = handle.started if handle else {"event_id": stale.trigger_event_id,
                                                      "correlation_id": stale.correlation_id}
-        await self.send("training.run-superseded", "TrainingRunSuperseded",
-                        messages.run_superseded(stale, decision.by, causation))
+        await self.send("training.run-superseded", events.run_superseded(stale, decision.by, causation))
         log.info("supersede %s by %s", stale.run_id, decision.by.run_id, extra={
             "decision": "supersede", "run_id": stale.run_id, "model_id": stale.model_id,
             "superseded_by_run_id": decision.by.run_id, "dataset_version_id": stale.dataset_version_id,
@@ -96,10 +93,10 @@ class Supervisor:
 
     async def _run(self, handle: Handle) -> None:
         spec, loop = handle.spec, asyncio.get_running_loop()
-        self.runtime.log_lines[spec.run_id] = lambda line: log.info(line, extra={
+        self.context.log_lines[spec.run_id] = lambda line: log.info(line, extra={
             "run_id": spec.run_id, "model_id": spec.model_id, "source": "training"})
         try:
-            result = await loop.run_in_executor(self.pool, self.engine.execute, spec, self.hyperparameters)
+            result = await loop.run_in_executor(self.pool, self.executor.execute, spec, self.hyperparameters)
         except Exception as exc:  # the workflow's failure is the run's failure; the service goes on
             if find(exc, Interrupted) is not None:
                 log.info("left run %s running at shutdown", spec.run_id, extra={"run_id": spec.run_id})
@@ -110,18 +107,17 @@ class Supervisor:
             if not handle.superseded:
                 await self._succeeded(handle, as_dict(result))
         finally:
-            self.runtime.log_lines.pop(spec.run_id, None)
+            self.context.log_lines.pop(spec.run_id, None)
             self.handles.pop(spec.run_id, None)
             await self.carry_out(self.orchestration.on_run_ended(spec.model_id, spec.run_id, now_ms()))
 
     async def _succeeded(self, handle: Handle, registration: dict[str, Any]) -> None:
         spec, duration = handle.spec, self._duration(handle)
         RUN_ENDS.labels("succeeded").inc()
-        succeeded = messages.run_succeeded(spec, handle.started, registration["artifact_uri"],
-                                           registration["metrics"], duration)
-        await self.send("training.run-succeeded", "TrainingRunSucceeded", succeeded)
-        await self.send("model.version-registered", "ModelVersionRegistered",
-                        messages.version_registered(spec, handle.started, registration))
+        succeeded = events.run_succeeded(spec, handle.started, registration["artifact_uri"],
+                                         registration["metrics"], duration)
+        await self.send("training.run-succeeded", succeeded)
+        await self.send("model.version-registered", events.version_registered(spec, handle.started, registration))
         log.info("run %s succeeded", spec.run_id, extra={"run_id": spec.run_id, "model_id": spec.model_id,
                  "metrics": registration["metrics"], "baseline_metrics": registration["baseline_metrics"],
                  "duration_s": round(duration, 1), "artifact_uri": registration["artifact_uri"]})
@@ -129,8 +125,7 @@ class Supervisor:
     async def _failed(self, handle: Handle, reason: str) -> None:
         spec = handle.spec
         RUN_ENDS.labels("failed").inc()
-        await self.send("training.run-failed", "TrainingRunFailed",
-                        messages.run_failed(spec, handle.started, reason, self._duration(handle)))
+        await self.send("training.run-failed", events.run_failed(spec, handle.started, reason, self._duration(handle)))
         log.warning("run %s failed: %s", spec.run_id, reason, extra={"run_id": spec.run_id,
                     "model_id": spec.model_id, "reason": reason})
 

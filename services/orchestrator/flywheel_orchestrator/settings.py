@@ -20,7 +20,7 @@ class LauncherKind(StrEnum):
     SAGEMAKER = "sagemaker"
 
 
-class EngineKind(StrEnum):
+class ExecutorKind(StrEnum):
     LOCAL = "local"  # flytekit local execution inside the service
     FLYTE_REMOTE = "flyte-remote"  # the registered launch plan on a Flyte cluster
 
@@ -34,7 +34,7 @@ class OrchestratorSettings(FlywheelSettings):
     # Models this worker manages; empty means all (lets a canary or a test own its models only).
     models: list[str] = []
     launcher: LauncherKind = LauncherKind.LOCAL
-    engine: EngineKind = EngineKind.LOCAL
+    engine: ExecutorKind = ExecutorKind.LOCAL  # FLYWHEEL_ENGINE: which workflow executor (executors.py)
     # One epoch reaches held-out accuracy 1.0 on the 500-example demo in ~13 s of CPU training (bench).
     hyperparameters: dict[str, str] = {"epochs": "1", "batch_size": "16", "max_len": "64",
                                        "learning_rate": "0.0003", "threads": "1"}
@@ -60,7 +60,7 @@ class OrchestratorSettings(FlywheelSettings):
     @model_validator(mode="after")
     def _policies_valid(self) -> OrchestratorSettings:
         resolve_policies(self.policy, self.model_policies)  # raises naming the model's bad field
-        if self.engine is EngineKind.FLYTE_REMOTE and not (self.flyte_endpoint and self.flyte_version):
+        if self.engine is ExecutorKind.FLYTE_REMOTE and not (self.flyte_endpoint and self.flyte_version):
             raise ValueError("engine=flyte-remote needs flyte_endpoint and flyte_version")
         return self
 

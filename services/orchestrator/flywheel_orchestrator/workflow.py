@@ -6,14 +6,20 @@ as a launch plan on a Flyte cluster (`pyflyte package`/`register` this module).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
 from flytekit import task, workflow
 
+from flywheel.s3json import put_json, read_json_uri, split_uri
+from flywheel_orchestrator.adapters import task_context_from_env
 from flywheel_orchestrator.launchers.base import JobRequest, JobState, TrainingFailed, wait
-from flywheel_orchestrator.runtime import current, read_json_uri, split_uri
+from flywheel_orchestrator.taskcontext import TaskContext, active
+
+
+def context() -> TaskContext:
+    """The context the executor set around this workflow call; in a Flyte pod, one from the pod's environment."""
+    return active() or task_context_from_env()
 
 
 @dataclass
@@ -43,7 +49,7 @@ class Registration:
 @task
 def prepare(manifest_uri: str) -> Channel:
     """Resolve the manifest ingest wrote: the exact objects of the dataset version."""
-    manifest = read_json_uri(current().s3, manifest_uri)
+    manifest = read_json_uri(context().s3, manifest_uri)
     keys = [o["key"] for o in manifest["objects"] if int(o.get("rows") or 0) > 0 or "rows" not in o]
     if not keys:
         raise TrainingFailed(f"manifest {manifest_uri} lists no data objects")
@@ -54,14 +60,14 @@ def prepare(manifest_uri: str) -> Channel:
 def train(run_id: str, model_id: str, channel: Channel, hyperparameters: dict[str, str],
           tags: dict[str, str]) -> TrainOutput:
     """Start the job under the run's deterministic name (a no-op if it exists) and wait for its end."""
-    rt, started = current(), time.monotonic()
+    ctx, started = context(), time.monotonic()
     request = JobRequest(job_name=run_id, model_id=model_id, data_bucket=channel.bucket,
                          data_prefix=channel.prefix, data_keys=tuple(channel.keys),
-                         output_bucket=rt.artifact_bucket, output_prefix=f"models/{model_id}/{run_id}/",
+                         output_bucket=ctx.artifact_bucket, output_prefix=f"models/{model_id}/{run_id}/",
                          hyperparameters=hyperparameters, tags=tags)
-    rt.launcher.start(request)
-    status = wait(rt.launcher, request, rt.poll_s, rt.max_poll_s, sleep=rt.stopping.wait,
-                  on_line=rt.log_lines.get(run_id), stopping=rt.stopping)
+    ctx.launcher.start(request)
+    status = wait(ctx.launcher, request, ctx.poll_s, ctx.max_poll_s, sleep=ctx.stopping.wait,
+                  on_line=ctx.log_lines.get(run_id), stopping=ctx.stopping)
     if status.state is not JobState.COMPLETED:
         raise TrainingFailed(status.reason or f"training job ended {status.state}")
     return TrainOutput(status.model_uri, status.metrics_uri, time.monotonic() - started)
@@ -70,8 +76,8 @@ def train(run_id: str, model_id: str, channel: Channel, hyperparameters: dict[st
 @task
 def evaluate(run_id: str, model_id: str, output: TrainOutput) -> Registration:
     """Held-out metrics after vs the untrained baseline; a model that does not beat it is not registered."""
-    rt = current()
-    found = read_json_uri(rt.s3, output.metrics_uri)
+    ctx = context()
+    found = read_json_uri(ctx.s3, output.metrics_uri)
     metrics, baseline = found["metrics"], found["baseline_metrics"]
     if metrics["accuracy"] <= baseline["accuracy"]:
         raise TrainingFailed(f"evaluation: held-out accuracy {metrics['accuracy']:.3f} does not beat the "
@@ -85,8 +91,7 @@ def register(run_id: str, model_id: str, registration: Registration) -> Registra
     """Record the version beside its artifact: models/<model_id>/<run_id>/registration.json."""
     bucket, _ = split_uri(registration.artifact_uri)
     body = {"model_id": model_id, "model_version": run_id, **registration.__dict__}
-    current().s3.put_object(Bucket=bucket, Key=f"models/{model_id}/{run_id}/registration.json",
-                            Body=json.dumps(body).encode())
+    put_json(context().s3, bucket, f"models/{model_id}/{run_id}/registration.json", body)
     return registration
 
 

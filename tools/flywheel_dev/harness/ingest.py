@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flywheel.codec import AvroCodec, Decoded
-from flywheel.errors import CodecError
-from flywheel_dev.localstack import free_port
+from flywheel import catalogue
+from flywheel.bootstrap import build_codec
+from flywheel_dev.demo import settings_for
+from flywheel_dev.localstack import LocalStack, free_port
 from flywheel_dev.platform import ServiceProcess
+from flywheel_dev.timeline import Seen, Timeline
 
-OUTPUTS = ("dataset.version-ready", "dataset.rejected", "ingest.dead-letter")
+OUTPUTS = catalogue.produced_by(catalogue.Service.INGEST)
 
 
 def start_ingest(env: dict[str, str], workdir: Path, **overrides: str) -> ServiceProcess:
@@ -31,44 +32,37 @@ def start_ingest(env: dict[str, str], workdir: Path, **overrides: str) -> Servic
     return proc
 
 
-class EventReader:
-    """Reads ingest's output topics from the beginning (fetch wait 10 ms: Tansu answers when it expires)."""
+class IngestEvents:
+    """Ingest's output events as the tests read them: a `Timeline` (the shared background watch of every
+    topic, from the beginning) filtered by `(topic, record)` predicates. Only records that decode as their
+    topic's schema count: other tests on the shared stack put garbage on these topics on purpose."""
 
-    def __init__(self, bootstrap: str, codec: AvroCodec, topics: tuple[str, ...] = OUTPUTS) -> None:
-        from confluent_kafka import Consumer
+    def __init__(self, stack: LocalStack) -> None:
+        settings = settings_for(stack)
+        self.timeline = Timeline(settings, build_codec(settings))
 
-        self.codec = codec
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ingest-reader-{uuid.uuid4()}",
-                                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "session.timeout.ms": 6000})
-        self.consumer.subscribe(list(topics))
-        self.events: list[tuple[str, Decoded, float]] = []  # (topic, event, local receive time)
+    def matching(self, match: Callable[[str, dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        return [s.record for s in self.seen(match)]
 
-    def poll(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            message = self.consumer.poll(min(0.05, max(deadline - time.monotonic(), 0.001)))
-            if message is None or message.error():
-                continue
-            try:
-                decoded = self.codec.decode(message.value())
-            except CodecError:  # other tests on the shared stack put garbage on these topics on purpose
-                continue
-            self.events.append((message.topic(), decoded, time.time()))
+    def seen(self, match: Callable[[str, dict[str, Any]], bool]) -> list[Seen]:
+        """Matching events with their arrival time (`Seen.at`, monotonic seconds since `timeline.started`)."""
+        return [s for s in self.timeline.events
+                if s.topic in OUTPUTS and s.name == catalogue.topic(s.topic).value_schema and match(s.topic, s.record)]
 
     def wait_for(self, match: Callable[[str, dict[str, Any]], bool], timeout: float = 30.0,
                  count: int = 1) -> list[dict[str, Any]]:
-        """Poll until `count` events match (or the timeout), then return every match."""
+        """Wait until `count` events match (or the timeout), then return every match."""
         deadline = time.monotonic() + timeout
-        while len(self.matching(match)) < count and time.monotonic() < deadline:
-            self.poll(0.05)
-        return self.matching(match)
+        while len(found := self.matching(match)) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found
 
-    def matching(self, match: Callable[[str, dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        return [d.record for t, d, _ in self.events if match(t, d.record)]
+    def linger(self, seconds: float) -> None:
+        """Let `seconds` pass while the watch keeps reading: room for a duplicate to show."""
+        time.sleep(seconds)
 
     def close(self) -> None:
-        self.consumer.close()
+        self.timeline.close()
 
 
 def under(prefix: str, topic: str = "dataset.version-ready") -> Callable[[str, dict[str, Any]], bool]:
@@ -91,7 +85,6 @@ def jsonl(rows: int, labels: tuple[str, ...] = ("billing", "shipping", "refund",
                    for i in range(rows)).encode()
 
 
-
 def metric(base_url: str, sample: str, **labels: str) -> float:
     """Sum of a sample's values on the service's /metrics page, over series that carry `labels`."""
     import urllib.request
@@ -112,11 +105,3 @@ def s3_event(bucket: str, key: str, etag: str, size: int, at: str = "2024-05-01T
     return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "eventTime": at,
                                     "s3": {"bucket": {"name": bucket},
                                            "object": {"key": quote_plus(key), "size": size, "eTag": etag}}}]})
-
-
-def stack_client(env: dict[str, str], service: str) -> Any:
-    """A boto3 client on the local stack described by `env` (its moto credentials, never real ones)."""
-    import boto3
-
-    return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-
 from flywheel.bootstrap import build_codec
-from flywheel.catalogue import TOPICS, topic
+from flywheel.catalogue import Service, topic_for_event
 from flywheel.events import envelope, now_ms
-from flywheel.kafka import confluent_producer_config
+from flywheel.publish import KafkaPublisher
 from flywheel.settings import FlywheelSettings
+from flywheel.topicreader import read_to_end
 
-SERVING = "serving"
-ORCHESTRATOR = "orchestrator"
-# Each event the monitor consumes travels on the one topic whose value schema it is.
-TOPIC_OF = {t.value_schema: t.name for t in TOPICS
-            if t.producer in (SERVING, ORCHESTRATOR) and not t.name.endswith("dead-letter")}
+SERVING = Service.SERVING
+ORCHESTRATOR = Service.ORCHESTRATOR
 
 
 def metric_event(model_id: str, value: float, sample_count: int = 100, *, metric: str = "accuracy",
@@ -72,37 +67,20 @@ def training_events(model_id: str, run_id: str = "run-1", landed_ms: int | None 
 
 
 class Bus:
-    """Produce events with the codec; read a topic from the beginning, decoded."""
+    """Publish the events the monitor consumes (each on the one topic that carries it); read a topic from the
+    beginning to its end, decoded."""
 
     def __init__(self, bootstrap: str) -> None:
         self.settings = FlywheelSettings(kafka_bootstrap=bootstrap)
         self.codec = build_codec(self.settings)
-        self.producer = Producer(confluent_producer_config(self.settings))
+        self.publisher = KafkaPublisher(self.settings, self.codec)
 
     def send(self, name: str, record: dict[str, Any], raw: bytes | None = None) -> None:
-        value = raw if raw is not None else self.codec.encode(name, record)
-        self.producer.produce(TOPIC_OF[name], key=record["model_id"].encode(), value=value)
-        if self.producer.flush(30):
-            raise TimeoutError("the broker did not take the event")
+        """Publish `record` (or the `raw` bytes in its place, keyed by the record) and wait for the ack."""
+        self.publisher.publish(topic_for_event(name), record, raw_value=raw)
 
     def read(self, name: str) -> list[dict[str, Any]]:
-        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"t-{uuid.uuid4()}",
-                             "enable.partition.eof": True, "fetch.wait.max.ms": 10})
-        parts = topic(name).partitions
-        consumer.assign([TopicPartition(name, p, 0) for p in range(parts)])
-        out, done = [], set()
-        try:
-            while len(done) < parts:
-                msg = consumer.poll(1.0)
-                if msg is None:
-                    continue
-                if msg.error():
-                    done.add(msg.partition())
-                    continue
-                out.append(self.codec.decode(msg.value()).record)
-        finally:
-            consumer.close()
-        return out
+        return read_to_end(self.settings, self.codec, [name], reader="monitor-harness").records(name)
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:

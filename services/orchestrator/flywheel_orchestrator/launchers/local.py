@@ -8,7 +8,6 @@ seen as MISSING (stale heartbeat) and started again under the same name.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from flywheel.s3json import get_json, put_json
 from flywheel_orchestrator.launchers.base import JobRequest, JobState, JobStatus
 
 JOBS_PREFIX = "jobs/"
@@ -26,15 +26,6 @@ JOBS_PREFIX = "jobs/"
 
 def job_key(job_name: str, name: str) -> str:
     return f"{JOBS_PREFIX}{job_name}/{name}"
-
-
-def read_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-            return None
-        raise
 
 
 class LocalLauncher:
@@ -52,8 +43,7 @@ class LocalLauncher:
         spec = {"request": request.__dict__, "entry_point": str(self.entry_point), "python": self.python,
                 "work_dir": str(self.work_dir / request.job_name), "heartbeat_s": self.heartbeat_s}
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=job_key(request.job_name, "job.json"),
-                               Body=json.dumps(spec).encode(), IfNoneMatch="*")
+            put_json(self.s3, self.bucket, job_key(request.job_name, "job.json"), spec, if_none_match=True)
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("PreconditionFailed", "412"):
                 raise
@@ -71,15 +61,15 @@ class LocalLauncher:
             [self.python, "-m", "flywheel_orchestrator.launchers.localjob", self.bucket, job_name],
             env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=open(log_dir / "runner.log", "ab"),  # noqa: SIM115
             start_new_session=True)
-        self.s3.put_object(Bucket=self.bucket, Key=job_key(job_name, "status.json"), Body=json.dumps(
-            {"state": JobState.IN_PROGRESS, "heartbeat_at": time.time(), "pid": self._children[job_name].pid,
-             "host": socket.gethostname()}).encode())
+        put_json(self.s3, self.bucket, job_key(job_name, "status.json"),
+                 {"state": JobState.IN_PROGRESS, "heartbeat_at": time.time(), "pid": self._children[job_name].pid,
+                  "host": socket.gethostname()})
 
     def status(self, job_name: str) -> JobStatus:
         child = self._children.get(job_name)
         if child is not None and child.poll() is not None:
             self._children.pop(job_name)  # reaped; its last word is in status.json
-        found = read_json(self.s3, self.bucket, job_key(job_name, "status.json"))
+        found = get_json(self.s3, self.bucket, job_key(job_name, "status.json"))
         if found is None:
             return JobStatus(JobState.MISSING)
         state = JobState(found["state"])

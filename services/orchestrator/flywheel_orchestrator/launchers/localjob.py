@@ -20,14 +20,15 @@ from typing import Any
 
 import boto3
 
+from flywheel.s3json import get_json, put_json
 from flywheel_orchestrator.launchers.base import JobState
-from flywheel_orchestrator.launchers.local import job_key, read_json
+from flywheel_orchestrator.launchers.local import job_key
 
 
 class Runner:
     def __init__(self, s3: Any, bucket: str, job_name: str) -> None:
         self.s3, self.bucket, self.job_name = s3, bucket, job_name
-        self.spec = read_json(s3, bucket, job_key(job_name, "job.json"))
+        self.spec = get_json(s3, bucket, job_key(job_name, "job.json"))
         self.request = self.spec["request"]
         self.root = Path(self.spec["work_dir"])
         self.child: subprocess.Popen | None = None
@@ -36,7 +37,7 @@ class Runner:
 
     def put_status(self, state: JobState, **fields: Any) -> None:
         body = {"state": state, "heartbeat_at": time.time(), "pid": os.getpid(), "host": socket.gethostname(), **fields}
-        self.s3.put_object(Bucket=self.bucket, Key=job_key(self.job_name, "status.json"), Body=json.dumps(body).encode())
+        put_json(self.s3, self.bucket, job_key(self.job_name, "status.json"), body)
 
     def heartbeat(self) -> None:
         while not self.done.wait(self.spec["heartbeat_s"]):

@@ -1,0 +1,56 @@
+"""What the handlers and the closer depend on, as Protocols; `adapters` implements them on boto3.
+
+Blocking methods: they are called from worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flywheel_ingest.layout import ObjectSeen
+
+# publish(topic, record): returns once the broker acknowledged the record (the app binds
+# FaustPublisher.publish with acked=True), so the done-record written after it is never ahead of the event.
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class ObjectStore(Protocol):
+    """The data bucket: listings, object bytes and ingest's own JSON documents (manifests, state)."""
+
+    def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]: ...
+
+    def list_page(self, bucket: str, prefix: str, start_after: str,
+                  max_keys: int) -> tuple[list[ObjectSeen], bool]: ...
+
+    def chunks(self, bucket: str, key: str, chunk_bytes: int) -> Iterator[bytes]: ...
+
+    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None: ...
+
+    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None: ...
+
+    def exists(self, bucket: str, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    receipt: str
+    body: str
+
+
+class NotificationQueue(Protocol):
+    """The queue of the bucket's S3 event notifications."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def visibility_s(self) -> int: ...
+
+    def receive(self) -> list[QueueMessage]: ...
+
+    def extend(self, receipts: list[str]) -> int: ...
+
+    def delete(self, receipts: list[str]) -> int: ...

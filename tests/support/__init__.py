@@ -1,0 +1,1 @@
+"""Test support shared across tiers (importable as `support`: pytest has pythonpath=["tests"])."""

@@ -1,0 +1,54 @@
+"""An in-memory S3 object store for unit tests: ingest's `ObjectStore` port, no boto3."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from flywheel_ingest.layout import ObjectSeen
+
+BUCKET = "flywheel-data"
+
+
+class MemoryStore:
+    """Objects (bytes) and JSON documents by key; one bucket's worth, whatever bucket is named.
+
+    `split` cuts every read into pieces of that many bytes (exercising streaming validation across chunk
+    boundaries); without it a read honours the caller's chunk size. `reads` lists the keys read, in order.
+    """
+
+    def __init__(self, split: int | None = None) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.reads: list[str] = []
+        self.split = split
+
+    def put(self, key: str, body: bytes) -> None:
+        self.objects[key] = body
+
+    def seen(self, key: str, bucket: str = BUCKET) -> ObjectSeen:
+        """The object as a listing reports it (ETag: MD5 of the body)."""
+        body = self.objects[key]
+        return ObjectSeen(bucket, key, hashlib.md5(body).hexdigest(), len(body), 1_000)
+
+    def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]:
+        return [self.seen(k, bucket) for k in sorted(self.objects) if k.startswith(prefix)]
+
+    def list_page(self, bucket: str, prefix: str, start_after: str, max_keys: int) -> tuple[list[ObjectSeen], bool]:
+        keys = [k for k in sorted(self.objects) if k.startswith(prefix) and k > start_after]
+        return [self.seen(k, bucket) for k in keys[:max_keys]], len(keys) > max_keys
+
+    def chunks(self, bucket: str, key: str, chunk_bytes: int) -> Iterator[bytes]:
+        self.reads.append(key)
+        body, size = self.objects[key], self.split or chunk_bytes
+        yield from (body[i:i + size] for i in range(0, len(body), size))
+
+    def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
+        return self.docs.get(key)
+
+    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
+        self.docs[key] = doc
+
+    def exists(self, bucket: str, key: str) -> bool:
+        return key in self.docs
