@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.common import BenchResult, percentile
 from flywheel.bootstrap import build_codec
+from flywheel_dev.datasets import split, upload_dataset
 from flywheel_dev.demo import settings_for
 from flywheel_dev.demodata import make_examples
 from flywheel_dev.localstack import LocalStack
@@ -27,11 +28,7 @@ POLLING_SCHEDULER_S = 30.0  # a Dagster sensor's default interval, the bar this 
 
 
 def _upload(s3: object, model_id: str, examples: list[dict[str, str]]) -> None:
-    prefix = f"datasets/{model_id}/v1/"
-    for part in range(2):
-        body = "".join(json.dumps(e) + "\n" for e in examples[part::2]).encode()
-        s3.put_object(Bucket="flywheel-data", Key=f"{prefix}part-{part}.jsonl", Body=body)
-    s3.put_object(Bucket="flywheel-data", Key=f"{prefix}_SUCCESS", Body=b"")
+    upload_dataset(s3, "flywheel-data", model_id, "v1", split(examples, 2))
 
 
 def _measure(stack: LocalStack, workdir: Path, samples: int) -> dict[str, list[float]]:

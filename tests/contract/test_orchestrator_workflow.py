@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 
 from flywheel.bootstrap import build_codec
+from flywheel.s3json import get_json
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.datasets import put_dataset
 from flywheel_dev.demodata import make_examples
@@ -99,7 +100,7 @@ def test_in_process_execution_registers_beside_the_artifact(aws):
     request, = job.requests
     assert request.data_keys == tuple(o["key"] for o in manifest["objects"])
     assert request.tags["flywheel:correlation_id"] == "c1" and request.hyperparameters == {"epochs": "1"}
-    saved = json.loads(aws.get_object(Bucket="flywheel-artifacts", Key="models/m/fw-m-data-1/registration.json")["Body"].read())
+    saved = get_json(aws, "flywheel-artifacts", "models/m/fw-m-data-1/registration.json")
     assert saved["model_version"] == "fw-m-data-1"
 
 

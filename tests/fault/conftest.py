@@ -25,6 +25,7 @@ from flywheel.bootstrap import build_codec
 from flywheel.codec import AvroCodec
 from flywheel.kafka import confluent_producer_config
 from flywheel.publish import KafkaPublisher
+from flywheel.s3json import get_json
 from flywheel_dev.demo import settings_for
 from flywheel_dev.localstack import LocalStack
 from flywheel_dev.platform import Platform
@@ -170,7 +171,7 @@ def stop_training_jobs(running: Running, grace_s: float = 10.0) -> None:
 
 def _job_status(s3: Any, run_id: str) -> dict[str, Any]:
     try:
-        return json.loads(s3.get_object(Bucket=ARTIFACTS, Key=f"jobs/{run_id}/status.json")["Body"].read())
+        return get_json(s3, ARTIFACTS, f"jobs/{run_id}/status.json") or {}
     except Exception:
         return {}
 
