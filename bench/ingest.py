@@ -6,7 +6,8 @@ put_object call to the event's arrival at a consumer (fetch wait 10 ms). The flo
 put_object -> receive_message on a second queue wired the same way, with nothing behind it.
 
 Throughput: validate_jsonl / validate_csv over a file read in 1 MiB chunks, sha256 included (the service hashes
-while validating), against simply reading the same bytes in the same chunks; ratios are per paired repeat.
+while validating), against simply reading the same bytes in the same chunks and against the exact per-line
+reading (the accelerators off); ratios are per paired repeat.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchResult, percentile
+from flywheel.datareader import read_stats
 from flywheel_dev.harness.ingest import IngestEvents, jsonl, start_ingest, under
 from flywheel_dev.localstack import LocalStack
 from flywheel_ingest.validation import Rules, validate_csv, validate_jsonl
 
 GOAL_P50_MS, GOAL_P99_MS = 150.0, 500.0
+GOAL_VALIDATE_MB_S = 200.0  # per core, JSONL and CSV
 CHUNK = 1024 * 1024
 
 
@@ -117,28 +120,41 @@ def throughput(megabytes: int, repeats: int) -> BenchResult:
         paths["csv"].write_text("text,label\n" + "".join(f'"{t}",{labels[i % 4]}\n' for i, t in enumerate(texts)))
         rows = [throughput_row(fmt, path, fn, repeats, len(texts))
                 for (fmt, path), fn in zip(paths.items(), (validate_jsonl, validate_csv), strict=True)]
+    met = all(r["validate (MB/s)"] >= GOAL_VALIDATE_MB_S for r in rows)
     return BenchResult(
         title="Ingest: streaming validation throughput vs reading the bytes",
         command="python -m bench --only ingest",
         rows=rows,
-        notes=[f"about {megabytes} MiB per format (rows of ~150-character text and a label), 1 MiB chunks from a local file (page cache), median of "
-               f"{repeats} paired repeats; ratio = validate / read",
-               "validate includes sha256 (content hash), UTF-8 decoding, parsing, required-column and label "
-               "checks; read is the same chunk loop doing nothing with the bytes",
-               "no goal was set for this figure: it tells how far validation is from I/O-bound"])
+        goal=f"validate >= {GOAL_VALIDATE_MB_S:.0f} MB/s per core for JSONL and CSV",
+        verdict=f"{'met' if met else 'not met'}: " + "; ".join(
+            f"{r['format']} {'met' if r['validate (MB/s)'] >= GOAL_VALIDATE_MB_S else 'not met'} at "
+            f"{r['validate (MB/s)']:.0f} MB/s ({r['ratio']:.3f}x reading the bytes, {r['vs exact']:.1f}x the "
+            f"exact path)" for r in rows),
+        notes=[f"about {megabytes} MiB per format (rows of ~150-character text and a label), 1 MiB chunks from a "
+               f"local file (page cache), median of {repeats} paired repeats; ratio = validate / read; one "
+               "thread (pyarrow's CSV reader runs with use_threads=False)",
+               "validate is `validate_jsonl` / `validate_csv` as the service calls them: sha256 (content hash), "
+               "the accelerated reader (orjson for JSONL, pyarrow's CSV reader for CSV, a block of lines per "
+               "call), required-column and label checks; exact is the same reading with the accelerators off "
+               "(`read_stats(..., accelerate=False)`: per line, json / csv.reader), which any block the fast "
+               "path cannot prove plain falls back to; read is the same chunk loop doing nothing with the bytes"])
 
 
 def throughput_row(fmt: str, path: Path, validate: Callable[..., Any], repeats: int, rows: int) -> dict[str, Any]:
     size_mb = path.stat().st_size / 1e6
-    pairs = []
+    validate(hashed(chunks(path)), Rules())  # warm-up: the accelerators' imports
+    samples = []
     for _ in range(repeats):
         read_s = timed(lambda: sum(len(c) for c in chunks(path)))
         validate_s = timed(lambda: validate(hashed(chunks(path)), Rules()))
-        pairs.append((size_mb / read_s, size_mb / validate_s))
-    return {"format": fmt, "size (MB)": size_mb, "read (MB/s)": statistics.median(p[0] for p in pairs),
-            "validate (MB/s)": statistics.median(p[1] for p in pairs),
-            "ratio": statistics.median(p[1] / p[0] for p in pairs),
-            "rows/s": rows * statistics.median(p[1] for p in pairs) / size_mb}
+        exact_s = timed(lambda: read_stats(fmt, hashed(chunks(path)), Rules(), accelerate=False))
+        samples.append((size_mb / read_s, size_mb / validate_s, size_mb / exact_s))
+    return {"format": fmt, "size (MB)": size_mb, "read (MB/s)": statistics.median(p[0] for p in samples),
+            "validate (MB/s)": statistics.median(p[1] for p in samples),
+            "exact (MB/s)": statistics.median(p[2] for p in samples),
+            "ratio": statistics.median(p[1] / p[0] for p in samples),
+            "vs exact": statistics.median(p[1] / p[2] for p in samples),
+            "rows/s": rows * statistics.median(p[1] for p in samples) / size_mb}
 
 
 def timed(fn: Callable[[], Any]) -> float:

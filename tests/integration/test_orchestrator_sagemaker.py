@@ -38,7 +38,7 @@ def test_workflow_on_sagemaker_creates_one_job_and_registers_its_output(stack_en
     uri, _ = put_dataset(s3, "flywheel-data", "sm-model", "v1", make_examples(8, seed=1))
     config = SageMakerConfig(role_arn=ROLE, image_uri=resolve_image_uri("us-east-1", "ml.g5.xlarge", "2.3"),
                              use_spot=True)
-    launcher = SageMakerLauncher(sm, config)
+    launcher = SageMakerLauncher(sm, config, s3=s3)
     spec = RunSpec("fw-sm-model-data-1", "sm-model", "ds1", Kind.NEW_DATA, uri, "e1", "corr-1")
     # moto never runs the container and marks the job Completed at once; write what the container would.
     put_container_output(s3, f"models/sm-model/{spec.run_id}/output/output.tar.gz")
@@ -53,8 +53,9 @@ def test_workflow_on_sagemaker_creates_one_job_and_registers_its_output(stack_en
     assert jobs.count(spec.run_id) == 1
     job = sm.describe_training_job(TrainingJobName=spec.run_id)
     assert job["AlgorithmSpecification"]["TrainingImage"] == config.image_uri
-    assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://flywheel-data/datasets/sm-model/v1/"
-    assert job["EnableManagedSpotTraining"] is True and job["HyperParameters"] == {"epochs": "1"}
+    channel = f"s3://flywheel-artifacts/models/sm-model/{spec.run_id}/input/train.manifest"  # pinned copies
+    assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == channel
+    assert job["EnableManagedSpotTraining"] is True and job["HyperParameters"] == {"epochs": "1", "expected_rows": "8"}
     tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
     assert tags["flywheel:correlation_id"] == "corr-1" and tags["flywheel:run_id"] == spec.run_id
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flywheel.datareader import read_stats
 from flywheel_ingest.parquet_check import validate_parquet
 from flywheel_ingest.validation import BOM, Invalid, Rules, lines, validate_csv, validate_jsonl
 
@@ -148,6 +149,71 @@ def test_parquet_rejections(tmp_path: Path, table: pa.Table, expected: tuple[str
 def test_a_file_that_is_not_parquet_is_an_encoding_error(tmp_path: Path) -> None:
     path = tmp_path / "fake.parquet"
     path.write_bytes(b"text,label\na,b\n")
+    with pytest.raises(Invalid) as caught:
+        validate_parquet(path, RULES)
+    assert caught.value.reason == "ENCODING_ERROR"
+
+
+# Bounded fuzzing: arbitrary bytes, biased towards the tokens the parsers branch on.
+TOKENS = [b"{", b"}", b"[", b"]", b'"', b",", b":", b"\n", b"\r", b"\r\n", b"\\", b" ", BOM, b"\xff", b"\xc3",
+          b"\x00", b"text", b"label", b'"text"', b'"label"', b'"x"', b"1e999", b"NaN", b"-", b"0", b"null"]
+fuzz_bytes = st.one_of(
+    st.binary(max_size=512),
+    st.lists(st.one_of(st.sampled_from(TOKENS), st.binary(max_size=6),
+                       st.integers(1, 3000).map(lambda n: b"[" * n),
+                       st.integers(1, 5000).map(lambda n: b"9" * n)), max_size=60).map(b"".join),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(fuzz_bytes, st.sampled_from([b"", b'{"text": "a", "label": "x"}\n', b"text,label\n"]), st.integers(1, 64))
+def test_fuzzed_bytes_give_stats_or_invalid_and_nothing_else(data: bytes, head: bytes, size: int) -> None:
+    """And the same as the exact per-line reading (the validators take a fast path over plain blocks)."""
+    small = Rules(max_line_bytes=4096, max_columns=8, max_labels=8, max_name_chars=64)
+    for fmt, fn in (("jsonl", validate_jsonl), ("csv", validate_csv)):
+        for rules in (RULES, small):
+            try:
+                stats = fn(chunked(head + data, size), rules)
+            except Invalid as exc:
+                assert exc.reason in {"MALFORMED_ROW", "MISSING_COLUMNS", "ENCODING_ERROR", "EMPTY_FILE"}
+                with pytest.raises(Invalid) as exact:
+                    read_stats(fmt, [head + data], rules, accelerate=False)
+                assert (exact.value.reason, exact.value.detail, exact.value.line) == (exc.reason, exc.detail, exc.line)
+                continue
+            assert stats.rows > 0 and sum(stats.labels.values()) == stats.rows
+            assert len(stats.columns) <= rules.max_columns and len(stats.labels) <= rules.max_labels
+            exact = read_stats(fmt, [head + data], rules, accelerate=False)
+            assert (exact.rows, exact.columns, list(exact.labels.items())) == (
+                stats.rows, stats.columns, list(stats.labels.items()))
+
+
+def test_a_corrupt_parquet_page_is_an_encoding_error_not_a_crash(tmp_path: Path) -> None:
+    """pyarrow reports a corrupt page header as OSError, which used to escape the validator."""
+    path = write_parquet(tmp_path / "ok.parquet", pa.table({"text": ["0"], "label": ["0"]}))
+    data = bytearray(path.read_bytes())
+    data[4] = 0  # the first page header, just after the PAR1 magic
+    path.write_bytes(bytes(data))
+    with pytest.raises(Invalid) as caught:
+        validate_parquet(path, RULES)
+    assert caught.value.reason == "ENCODING_ERROR"
+
+
+@pytest.mark.parametrize("column", ["text", "label"])
+def test_parquet_strings_that_are_not_utf8_are_an_encoding_error(tmp_path: Path, column: str) -> None:
+    """Parquet readers do not check string data: an encoded surrogate used to pass as text (the trainer was
+    the first to fail on it) and, as a label, to crash the validator with UnicodeDecodeError."""
+    columns = {"text": pa.array(["a", "b"]), "label": pa.array(["x", "y"])}
+    columns[column] = pa.array([b"ok", b"\xed\xa0\x80"], pa.binary()).view(pa.string())
+    path = write_parquet(tmp_path / "bad.parquet", pa.table(columns))
+    with pytest.raises(Invalid) as caught:
+        validate_parquet(path, RULES)
+    assert caught.value.reason == "ENCODING_ERROR"
+
+
+def test_a_parquet_column_name_that_is_not_utf8_is_an_encoding_error(tmp_path: Path) -> None:
+    """Found by the ingest/trainer property test: pyarrow raised UnicodeDecodeError out of the validator."""
+    path = write_parquet(tmp_path / "ok.parquet", pa.table({"text": ["a"], "label": ["x"], "zzzz": ["1"]}))
+    path.write_bytes(path.read_bytes().replace(b"zzzz", b"\x80zzz"))
     with pytest.raises(Invalid) as caught:
         validate_parquet(path, RULES)
     assert caught.value.reason == "ENCODING_ERROR"

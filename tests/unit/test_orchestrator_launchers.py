@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 import pytest
 from botocore.exceptions import ClientError
 
-from flywheel_orchestrator.launchers.base import JobRequest, JobState, JobStatus, TrainingFailed, wait
+from flywheel_orchestrator.launchers.base import (
+    ChannelChanged,
+    JobRequest,
+    JobState,
+    JobStatus,
+    TrainingFailed,
+    wait,
+)
 from flywheel_orchestrator.launchers.retry import with_backoff
 from flywheel_orchestrator.launchers.sagemaker import SageMakerConfig, SageMakerLauncher
 from flywheel_orchestrator.runs import failure_reason
 
 REQUEST = JobRequest("fw-m-data-1", "m", "flywheel-data", "datasets/m/v1/", ("datasets/m/v1/a.jsonl",),
                      "flywheel-artifacts", "models/m/fw-m-data-1/", {"epochs": "1"},
-                     {"flywheel:correlation_id": "c-1"})
+                     {"flywheel:correlation_id": "c-1"}, data_etags=("e-a",))
 
 
 def error(code: str, message: str = "") -> ClientError:
@@ -57,14 +65,39 @@ class FakeSageMaker:
         self.jobs[TrainingJobName]["states"] = deque(["Stopping", "Stopped"])
 
 
-def launcher(fake: FakeSageMaker, **config) -> SageMakerLauncher:
+class FakeS3:
+    """The S3 calls the channel pinning makes: conditional copies and the manifest file put."""
+
+    def __init__(self, etags: dict[tuple[str, str], str]) -> None:
+        self.etags, self.puts, self.copies = etags, {}, []
+
+    def copy_object(self, Bucket, Key, CopySource, CopySourceIfMatch=None):  # noqa: N803 - boto3's names
+        etag = self.etags.get((CopySource["Bucket"], CopySource["Key"]))
+        if etag is None:
+            raise error("NoSuchKey")
+        if CopySourceIfMatch is not None and CopySourceIfMatch.strip('"') != etag:
+            raise error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+        self.copies.append((CopySource, Bucket, Key))
+        return {"CopyObjectResult": {"ETag": f'"{etag}"'}}
+
+    def put_object(self, Bucket, Key, Body):  # noqa: N803
+        self.puts[(Bucket, Key)] = Body
+
+    def delete_object(self, Bucket, Key):  # noqa: N803
+        self.puts.pop((Bucket, Key), None)
+
+
+def launcher(fake: FakeSageMaker, s3: FakeS3 | None = None, **config) -> SageMakerLauncher:
     return SageMakerLauncher(fake, SageMakerConfig(role_arn="arn:aws:iam::1:role/r", image_uri="img:1", **config),
-                             sleep=lambda _: None)
+                             sleep=lambda _: None, s3=s3 or FakeS3({("flywheel-data", "datasets/m/v1/a.jsonl"): "e-a"}))
 
 
 def test_create_request_carries_channels_output_stopping_spot_and_correlation_tags():
-    body = launcher(FakeSageMaker([]), use_spot=True, source_uri="s3://b/code.tar.gz").create_request(REQUEST)
-    assert body["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://flywheel-data/datasets/m/v1/"
+    body = launcher(FakeSageMaker([]), use_spot=True, source_uri="s3://b/code.tar.gz").create_request(
+        REQUEST, "s3://flywheel-artifacts/models/m/fw-m-data-1/input/train.manifest")
+    assert body["InputDataConfig"][0]["DataSource"]["S3DataSource"] == {
+        "S3DataType": "ManifestFile", "S3Uri": "s3://flywheel-artifacts/models/m/fw-m-data-1/input/train.manifest",
+        "S3DataDistributionType": "FullyReplicated"}
     assert body["OutputDataConfig"]["S3OutputPath"] == "s3://flywheel-artifacts/models/m/"
     assert body["EnableManagedSpotTraining"] and body["StoppingCondition"]["MaxWaitTimeInSeconds"] >= 3600
     assert {"Key": "flywheel:correlation_id", "Value": "c-1"} in body["Tags"]
@@ -106,7 +139,8 @@ def test_stop_on_supersede_ends_stopped():
 def test_throttling_is_retried_with_bounded_jittered_backoff():
     fake = FakeSageMaker(["Completed"], throttles=3)
     slept: list[float] = []
-    sm = SageMakerLauncher(fake, SageMakerConfig("arn:aws:iam::1:role/r", "img:1"), sleep=slept.append)
+    sm = SageMakerLauncher(fake, SageMakerConfig("arn:aws:iam::1:role/r", "img:1"), sleep=slept.append,
+                           s3=FakeS3({("flywheel-data", "datasets/m/v1/a.jsonl"): "e-a"}))
     assert sm.start(REQUEST) is True
     assert len(slept) == 3 and all(0 <= s <= 0.5 * 2 ** i for i, s in enumerate(slept))
     assert sm.status(REQUEST.job_name).model_uri.endswith("/output/model.tar.gz")
@@ -188,3 +222,30 @@ def test_shutdown_stops_the_wait_but_not_the_job():
     with pytest.raises(Interrupted):
         wait(sm, REQUEST, 0.1, 0.1, sleep=lambda _: None, stopping=stopping)
     assert "stop" not in fake.calls
+
+
+def test_the_sagemaker_channel_is_a_manifest_file_of_exactly_the_pinned_copies():
+    keys = ("datasets/m/v1/a.jsonl", "datasets/m/v1/sub/b.CSV")
+    request = JobRequest("fw-m-data-1", "m", "flywheel-data", "datasets/m/v1/", keys, "flywheel-artifacts",
+                         "models/m/fw-m-data-1/", data_etags=("e-a", "e-b"), data_version_ids=("", "v7"))
+    s3 = FakeS3({("flywheel-data", keys[0]): "e-a", ("flywheel-data", keys[1]): "e-b",
+                 ("flywheel-data", "datasets/m/v1/late.jsonl"): "e-late"})
+    fake = FakeSageMaker(["InProgress"])
+    assert launcher(fake, s3).start(request) is True
+    listed = json.loads(s3.puts[("flywheel-artifacts", "models/m/fw-m-data-1/input/train.manifest")])
+    assert listed == [{"prefix": "s3://flywheel-artifacts/models/m/fw-m-data-1/input/train/"},
+                      "datasets__m__v1__a.jsonl", "datasets__m__v1__sub__b.CSV"]
+    assert [c[0] for c in s3.copies] == [{"Bucket": "flywheel-data", "Key": keys[0]},
+                                         {"Bucket": "flywheel-data", "Key": keys[1], "VersionId": "v7"}]
+    channel = fake.jobs["fw-m-data-1"]["body"]["InputDataConfig"][0]["DataSource"]["S3DataSource"]
+    assert channel["S3DataType"] == "ManifestFile" and channel["S3Uri"].endswith("/input/train.manifest")
+
+
+def test_an_object_changed_after_publication_fails_the_start_and_creates_no_job():
+    fake = FakeSageMaker(["InProgress"])
+    overwritten = FakeS3({("flywheel-data", "datasets/m/v1/a.jsonl"): "e-new"})
+    with pytest.raises(ChannelChanged, match="datasets/m/v1/a.jsonl changed after its version was published"):
+        launcher(fake, overwritten).start(REQUEST)
+    assert fake.jobs == {}
+    with pytest.raises(ChannelChanged, match="deleted"):
+        launcher(fake, FakeS3({})).start(REQUEST)

@@ -30,7 +30,7 @@ def build_launcher(settings: OrchestratorSettings, s3: Any) -> Launcher:
                                  instance_type=settings.sagemaker_instance_type,
                                  max_runtime_s=settings.sagemaker_max_runtime_s, use_spot=settings.sagemaker_use_spot,
                                  max_wait_s=settings.sagemaker_max_wait_s, source_uri=settings.sagemaker_source_uri)
-        return SageMakerLauncher(aws_client(settings, "sagemaker"), config)
+        return SageMakerLauncher(aws_client(settings, "sagemaker"), config, s3=s3)
     env = {"AWS_DEFAULT_REGION": settings.aws_region}
     if settings.aws_endpoint_url:
         env["AWS_ENDPOINT_URL"] = settings.aws_endpoint_url

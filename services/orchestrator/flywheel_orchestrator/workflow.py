@@ -6,6 +6,7 @@ as a launch plan on a Flyte cluster (`pyflyte package`/`register` this module).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -24,10 +25,19 @@ def context() -> TaskContext:
 
 @dataclass
 class Channel:
+    """The exact objects of a dataset version (pinned by ETag and S3 version) and how to read them."""
+
     bucket: str
     prefix: str
     keys: list[str]
-    row_count: int
+    row_count: int  # what the trainer must read back; -1: unknown (not checked)
+    etags: list[str] = field(default_factory=list)
+    version_ids: list[str] = field(default_factory=list)  # "" where the bucket is not versioned
+    reader: str = ""  # the manifest's dataset reader rules (JSON); "": the defaults
+
+    def training_hyperparameters(self) -> dict[str, str]:
+        """What the entry point needs to read the channel as ingest validated it."""
+        return {"expected_rows": str(self.row_count), **({"reader": self.reader} if self.reader else {})}
 
 
 @dataclass
@@ -48,23 +58,32 @@ class Registration:
 
 @task
 def prepare(manifest_uri: str) -> Channel:
-    """Resolve the manifest ingest wrote: the exact objects of the dataset version."""
+    """Resolve the manifest ingest wrote: the exact objects of the dataset version, pinned by ETag (and S3
+    version), their row count and the reader rules they were validated with."""
     manifest = read_json_uri(context().s3, manifest_uri)
-    keys = [o["key"] for o in manifest["objects"] if int(o.get("rows") or 0) > 0 or "rows" not in o]
-    if not keys:
+    objects = [o for o in manifest["objects"] if int(o.get("rows") or 0) > 0 or "rows" not in o]
+    if not objects:
         raise TrainingFailed(f"manifest {manifest_uri} lists no data objects")
-    return Channel(manifest["bucket"], manifest["prefix"], keys, int(manifest.get("row_count", 0)))
+    rows = (sum(int(o["rows"]) for o in objects) if all("rows" in o for o in objects)
+            else int(manifest.get("row_count", -1)))
+    reader = manifest.get("reader")
+    return Channel(manifest["bucket"], manifest["prefix"], [o["key"] for o in objects], rows,
+                   etags=[str(o.get("etag") or "") for o in objects],
+                   version_ids=[str(o.get("version_id") or "") for o in objects],
+                   reader=json.dumps(reader, sort_keys=True) if reader else "")
 
 
 @task
 def train(run_id: str, model_id: str, channel: Channel, hyperparameters: dict[str, str],
           tags: dict[str, str]) -> TrainOutput:
-    """Start the job under the run's deterministic name (a no-op if it exists) and wait for its end."""
+    """Start the job under the run's deterministic name (a no-op if it exists) and wait for its end. The job
+    reads exactly the channel's pinned objects and checks that they hold the manifest's rows."""
     ctx, started = context(), time.monotonic()
     request = JobRequest(job_name=run_id, model_id=model_id, data_bucket=channel.bucket,
                          data_prefix=channel.prefix, data_keys=tuple(channel.keys),
                          output_bucket=ctx.artifact_bucket, output_prefix=f"models/{model_id}/{run_id}/",
-                         hyperparameters=hyperparameters, tags=tags)
+                         hyperparameters={**hyperparameters, **channel.training_hyperparameters()}, tags=tags,
+                         data_etags=tuple(channel.etags), data_version_ids=tuple(channel.version_ids))
     ctx.launcher.start(request)
     status = wait(ctx.launcher, request, ctx.poll_s, ctx.max_poll_s, sleep=ctx.stopping.wait,
                   on_line=ctx.log_lines.get(run_id), stopping=ctx.stopping)

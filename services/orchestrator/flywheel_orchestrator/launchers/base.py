@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -40,12 +40,46 @@ class JobRequest:
     job_name: str
     model_id: str
     data_bucket: str
-    data_prefix: str  # the dataset version's prefix (SageMaker S3Prefix channel)
-    data_keys: tuple[str, ...]  # the manifest's objects (the local launcher downloads exactly these)
+    data_prefix: str  # the dataset version's prefix
+    data_keys: tuple[str, ...]  # the manifest's objects: a run reads exactly these, nothing else
     output_bucket: str
     output_prefix: str  # models/<model_id>/<run_id>/
     hyperparameters: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # The pins, parallel to data_keys: each object's ETag and S3 version ("" when the bucket is not
+    # versioned) as the manifest recorded them. An object that no longer matches fails the run.
+    data_etags: tuple[str, ...] = ()
+    data_version_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("data_etags", "data_version_ids"):
+            if getattr(self, name) and len(getattr(self, name)) != len(self.data_keys):
+                raise ValueError(f"{name} must be parallel to data_keys")
+
+    def pins(self) -> list[Pin]:
+        return pins_of(self.data_keys, self.data_etags, self.data_version_ids)
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One object of a run's channel as the manifest recorded it, and the file name it has in the channel."""
+
+    key: str
+    etag: str = ""
+    version_id: str = ""
+
+    @property
+    def file_name(self) -> str:
+        # Flat, keeping the extension the reader goes by: the same name locally and on SageMaker.
+        return self.key.replace("/", "__")
+
+    def source(self, bucket: str) -> dict[str, str]:
+        """Where to read it: the key, and the pinned version when the bucket is versioned."""
+        return {"Bucket": bucket, "Key": self.key, **({"VersionId": self.version_id} if self.version_id else {})}
+
+
+def pins_of(keys: Sequence[str], etags: Sequence[str] = (), version_ids: Sequence[str] = ()) -> list[Pin]:
+    return [Pin(key, etags[i] if etags else "", version_ids[i] if version_ids else "") for i, key in enumerate(keys)]
 
 
 class Launcher(Protocol):
@@ -64,6 +98,15 @@ class Launcher(Protocol):
 
 class TrainingFailed(Exception):
     """A job ended without a model; the message is the reason that TrainingRunFailed carries."""
+
+
+class ChannelChanged(TrainingFailed):
+    """A pinned object changed or disappeared after its dataset version was published."""
+
+    def __init__(self, pin: Pin, found: str) -> None:
+        pinned = f"ETag {pin.etag}" + (f", version {pin.version_id}" if pin.version_id else "")
+        super().__init__(f"dataset object {pin.key} changed after its version was published ({pinned}; now: "
+                         f"{found}); the run trains only the validated objects")
 
 
 class Interrupted(Exception):

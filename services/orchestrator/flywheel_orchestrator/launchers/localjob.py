@@ -1,6 +1,6 @@
 """The local stand-in for a SageMaker training job: `python -m flywheel_orchestrator.launchers.localjob BUCKET JOB`.
 
-Downloads the channel, runs the entry point with SM_* variables, uploads model.tar.gz and metrics.json,
+Downloads exactly the manifest's objects, each checked against its pinned ETag (and version), runs the entry point with SM_* variables, uploads model.tar.gz and metrics.json,
 and records the outcome in status.json. No flywheel settings: everything it needs is in job.json.
 """
 
@@ -21,7 +21,8 @@ from typing import Any
 import boto3
 
 from flywheel.s3json import get_json, put_json
-from flywheel_orchestrator.launchers.base import JobState
+from flywheel_orchestrator.launchers import pinning
+from flywheel_orchestrator.launchers.base import ChannelChanged, JobState, pins_of
 from flywheel_orchestrator.launchers.local import job_key
 
 
@@ -66,8 +67,13 @@ class Runner:
         channel, model, output = (self.root / "opt" / p for p in ("input/data/train", "model", "output"))
         for path in (channel, model, output / "data"):
             path.mkdir(parents=True, exist_ok=True)
-        for key in self.request["data_keys"]:
-            self.s3.download_file(self.request["data_bucket"], key, str(channel / key.replace("/", "__")))
+        pins = pins_of(self.request["data_keys"], self.request.get("data_etags") or (),
+                       self.request.get("data_version_ids") or ())
+        try:
+            for pin in pins:  # exactly the manifest's objects, each as the manifest recorded it
+                pinning.download(self.s3, self.request["data_bucket"], pin, channel / pin.file_name)
+        except ChannelChanged as exc:
+            return {"state": JobState.FAILED, "reason": str(exc)[:1024]}
         env = {**os.environ, "SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(model),
                "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_OUTPUT_DIR": str(output),
                "SM_HPS": json.dumps(self.request["hyperparameters"]), "SM_CURRENT_HOST": "algo-1",

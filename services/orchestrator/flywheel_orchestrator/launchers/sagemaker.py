@@ -1,13 +1,21 @@
-"""SageMaker launcher: one CreateTrainingJob per deterministic job name; "already exists" means running."""
+"""SageMaker launcher: one CreateTrainingJob per deterministic job name; "already exists" means running.
+
+The train channel is pinned: before creating the job, the manifest's objects are copied server-side, each
+only if it still has the manifest's ETag (and version), to `<output_prefix>input/train/`, and the channel is
+a SageMaker manifest file (S3DataType ManifestFile) listing exactly those copies. Nothing written to the
+dataset prefix after publication reaches the job.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from flywheel_orchestrator.launchers import pinning
 from flywheel_orchestrator.launchers.base import JobRequest, JobState, JobStatus
 from flywheel_orchestrator.launchers.retry import with_backoff
 
@@ -41,8 +49,9 @@ def resolve_image_uri(region: str, instance_type: str, framework_version: str) -
 class SageMakerLauncher:
     name = "sagemaker"
 
-    def __init__(self, client: Any, config: SageMakerConfig, sleep: Callable[[float], None] | None = None) -> None:
-        self.client, self.config = client, config
+    def __init__(self, client: Any, config: SageMakerConfig, sleep: Callable[[float], None] | None = None,
+                 s3: Any = None) -> None:
+        self.client, self.config, self.s3 = client, config, s3
         self._retry_kwargs = {"sleep": sleep} if sleep else {}
 
     def _call(self, method: str, **kwargs: Any) -> Any:
@@ -52,15 +61,33 @@ class SageMakerLauncher:
         # Ask first (moto accepts a duplicate name); ResourceInUse still covers a race with another worker.
         if self.status(request.job_name).state is not JobState.MISSING:
             return False
+        channel = self.pin_channel(request)
         try:
-            self._call("create_training_job", **self.create_request(request))
+            self._call("create_training_job", **self.create_request(request, channel))
         except ClientError as exc:
             if _already_exists(exc):
                 return False
             raise
         return True
 
-    def create_request(self, request: JobRequest) -> dict[str, Any]:
+    def pin_channel(self, request: JobRequest) -> str:
+        """Snapshot exactly the pinned objects under the run's prefix and list them in a SageMaker manifest
+        file; returns its s3:// URI. Raises ChannelChanged (the run fails) when an object changed."""
+        if self.s3 is None:
+            raise ValueError("the SageMaker launcher needs an S3 client to pin the train channel")
+        base = f"{request.output_prefix}input/train/"
+        names = []
+        for pin in request.pins():
+            with_backoff(lambda pin=pin: pinning.copy(self.s3, request.data_bucket, pin, request.output_bucket,
+                                                      base + pin.file_name), **self._retry_kwargs)
+            names.append(pin.file_name)
+        key = f"{request.output_prefix}input/train.manifest"
+        body = json.dumps([{"prefix": f"s3://{request.output_bucket}/{base}"}, *names]).encode()
+        with_backoff(lambda: self.s3.put_object(Bucket=request.output_bucket, Key=key, Body=body),
+                     **self._retry_kwargs)
+        return f"s3://{request.output_bucket}/{key}"
+
+    def create_request(self, request: JobRequest, channel_manifest_uri: str) -> dict[str, Any]:
         cfg = self.config
         hps = dict(request.hyperparameters)
         if cfg.source_uri:  # script mode of the SDK-resolved framework image
@@ -72,7 +99,7 @@ class SageMakerLauncher:
             "RoleArn": cfg.role_arn,
             "HyperParameters": hps,
             "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{request.data_bucket}/{request.data_prefix}",
+                "S3DataType": "ManifestFile", "S3Uri": channel_manifest_uri,
                 "S3DataDistributionType": "FullyReplicated"}}}],
             # SageMaker appends <job_name>/output/model.tar.gz: models/<model_id>/<run_id>/output/...
             "OutputDataConfig": {"S3OutputPath": f"s3://{request.output_bucket}/models/{request.model_id}/"},
