@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from flywheel_dev.platform import ServiceProcess
 
 BUCKET = "flywheel-data"
 MAX_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 16_384  # the smallest allowed: a version of ~200 objects is too large to announce
 QUIET = 2.5  # seconds: only versions without marker wait for it; "exactly one" checks wait past it
 
 
@@ -46,7 +48,8 @@ def sqs(stack: Any) -> Any:
 @pytest.fixture(scope="module")
 def ingest(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     proc = start_ingest(env, tmp_path_factory.mktemp("ingest"), scan_interval_s="1", quiet_period_s=str(QUIET),
-                        max_object_bytes=str(MAX_BYTES), dataset_prefixes='["datasets/", "archive/"]')
+                        max_object_bytes=str(MAX_BYTES), dataset_prefixes='["datasets/", "archive/"]',
+                        max_event_bytes=str(MAX_EVENT_BYTES))
     yield proc
     proc.stop()
 
@@ -178,6 +181,44 @@ def test_keys_outside_the_prefixes_and_garbage_messages(sqs: Any, env: dict[str,
     assert (rejected["reason"], rejected["model_id"]) == ("OUTSIDE_PREFIX", None)
     dead = reader.wait_for(lambda t, r: t == "ingest.dead-letter" and r["original_value"] == garbage.encode())
     assert dead and dead[0]["consumer"] == "ingest"
+
+
+def test_a_version_too_large_to_announce_is_rejected_once(s3: Any, reader: IngestEvents,
+                                                           ingest: ServiceProcess) -> None:
+    prefix = fresh()
+    put_version(s3, BUCKET, prefix, {f"p-{n:03d}.jsonl": b'{"text": "m%d", "label": "x"}\n' % n for n in range(220)})
+    rejected = only_one(reader, prefix, "dataset.rejected")
+    assert (rejected["reason"], rejected["key"]) == ("VERSION_TOO_LARGE", prefix)
+    assert "220 objects" in rejected["detail"] and f"{MAX_EVENT_BYTES:,}-byte limit" in rejected["detail"]
+    assert reader.matching(under(prefix)) == []  # never announced, and not retried: one rejection
+    assert metric(ingest.url, "flywheel_ingest_unpublishable_total", topic="dataset.version-ready") >= 1
+
+
+def test_poison_sqs_bodies_are_dead_lettered_and_the_service_goes_on(s3: Any, sqs: Any, env: dict[str, str],
+                                                                     reader: IngestEvents,
+                                                                     ingest: ServiceProcess) -> None:
+    """Each body once in ingest.dead-letter; the unit tests show each message is deleted after it."""
+    tag = uuid.uuid4().hex
+    bodies = {
+        "deep": f'{{"tag": "{tag}", "x": ' + "[" * 50_000 + "]" * 50_000 + "}",  # RecursionError before
+        "key-not-a-string": json.dumps({"source": "aws.s3", "detail-type": "Object Created", "tag": tag,
+                                        "time": "2024-05-01T10:00:00Z",
+                                        "detail": {"bucket": {"name": BUCKET}, "object": {"key": 5, "size": 1}}}),
+        "size-infinite": s3_event(BUCKET, f"datasets/m/{tag}/a.jsonl", "e", 1).replace('"size": 1',
+                                                                                      '"size": Infinity'),
+    }
+    for body in bodies.values():
+        sqs.send_message(QueueUrl=env["FLYWHEEL_NOTIFICATION_QUEUE_URL"], MessageBody=body)
+    dead = reader.wait_for(lambda t, r: t == "ingest.dead-letter" and tag.encode() in (r["original_value"] or b""),
+                           count=len(bodies))
+    # A dead letter keeps the body up to half the event limit (the deep one is cut, saying so).
+    assert sorted(d["original_value"] for d in dead) == sorted(b.encode()[:MAX_EVENT_BYTES // 2]
+                                                               for b in bodies.values())
+    assert all(d["error_type"] == "BadNotification" and d["reason"] for d in dead)
+    assert sum("body cut to its first 8,192 of 100," in d["reason"] for d in dead) == 1
+    prefix = fresh()  # the poller goes on: the next version flows as before
+    put_version(s3, BUCKET, prefix, {"a.jsonl": jsonl(2)})
+    assert reader.wait_for(under(prefix), timeout=30) and ingest.alive()
 
 
 def test_metrics_are_served(ingest: ServiceProcess) -> None:

@@ -45,7 +45,10 @@ class MemoryStore:
         yield from (body[i:i + size] for i in range(0, len(body), size))
 
     def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
-        return self.docs.get(key)
+        doc = self.docs.get(key)
+        if isinstance(doc, Exception):  # a stored object that is not JSON: get_json raises, as S3's does
+            raise doc
+        return doc
 
     def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
         self.docs[key] = doc

@@ -60,6 +60,29 @@ def test_a_recorded_manifest_is_reused_without_reading_again(store: MemoryStore,
     assert isinstance(again, Ready) and again.manifest == first.manifest and store.reads == []
 
 
+@pytest.mark.parametrize("damage", ["older release", "cut short", "other version", "not json"])
+def test_an_unusable_recorded_manifest_is_rebuilt_not_published_or_retried_forever(
+        store: MemoryStore, closer: VersionCloser, damage: str) -> None:
+    store.put(PREFIX + "a.jsonl", GOOD)
+    good = close(closer).manifest
+    key = next(k for k in store.docs if k.startswith("manifests/"))
+    broken = dict(good)
+    if damage == "older release":
+        del broken["reader"]  # manifests written before the shared reader recorded its rules
+    elif damage == "cut short":
+        broken["objects"] = [{"key": PREFIX + "a.jsonl"}]
+    elif damage == "other version":
+        broken["dataset_version_id"] = "dv-somebody-else"
+    store.docs[key] = broken
+    if damage == "not json":
+        store.docs[key] = ValueError("Expecting value: line 1 column 1 (char 0)")
+    again = close(closer)
+    assert isinstance(again, Ready)
+    assert {k: v for k, v in again.manifest.items() if k != "created_at"} == {
+        k: v for k, v in good.items() if k != "created_at"}
+    assert store.docs[key] == again.manifest
+
+
 def test_a_done_version_is_not_published_again(store: MemoryStore, closer: VersionCloser) -> None:
     store.put(PREFIX + "a.jsonl", GOOD)
     version_id = close(closer).manifest["dataset_version_id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flywheel_ingest.core import Funnel, Observed
+from flywheel_ingest.core import Funnel, Observed, retry_delay_ms
 from flywheel_ingest.ids import dataset_version_id
 from flywheel_ingest.layout import ObjectSeen, Place, place
 
@@ -114,15 +114,33 @@ def test_an_overwritten_object_is_new() -> None:
 
 
 def test_retry_backs_off_and_counts_attempts() -> None:
-    funnel = Funnel(MARKER, quiet_ms=0)
+    funnel = Funnel(MARKER, quiet_ms=0, backoff_ms=500)
     seen = obj("datasets/m/v/a.jsonl")
     funnel.observe(seen, where(seen))
     [version] = funnel.due(2_000)
-    assert funnel.retry(version, 2_000, 500) == 1
+    assert funnel.retry(version, 2_000, permanent=True) == 1
     assert funnel.due(2_499) == []
     assert funnel.due(2_500) == [version]
-    assert funnel.retry(version, 3_000, 500) == 2
+    assert funnel.retry(version, 3_000, permanent=True) == 2
     assert funnel.due(3_999) == []
+
+
+def test_transient_failures_back_off_to_a_cap_and_never_count_toward_giving_up() -> None:
+    funnel = Funnel(MARKER, quiet_ms=0, backoff_ms=500, max_backoff_ms=8_000)
+    seen = obj("datasets/m/v/a.jsonl")
+    funnel.observe(seen, where(seen))
+    now, delays = 10**6, []
+    for _ in range(50):
+        [version] = funnel.due(now)
+        assert funnel.retry(version, now) == 0  # transient: no permanent failure counted, ever
+        delays.append(version.retry_at_ms - now)
+        now = version.retry_at_ms
+    assert delays[:6] == [500, 1_000, 2_000, 4_000, 8_000, 8_000] and set(delays[4:]) == {8_000}
+    [version] = funnel.due(now)
+    assert funnel.retry(version, now, permanent=True) == 1  # one permanent failure after 50 transient ones
+    funnel.finish(version, [])
+    assert (version.attempts, version.failures) == (0, 0)
+    assert retry_delay_ms(10**6, 500, 60_000) == 60_000  # no overflow however long an outage lasts
 
 
 def test_held_receipts_are_those_of_open_versions_only() -> None:

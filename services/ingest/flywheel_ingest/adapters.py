@@ -1,16 +1,94 @@
-"""The ports on AWS: the S3 object store and the SQS notification queue (boto3, blocking: call from threads)."""
+"""The ports on AWS and Kafka: the S3 object store and the SQS notification queue (boto3, blocking: call from
+threads), which store errors are transient, and the acknowledged publish on the service's FaustPublisher."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
-from botocore.exceptions import ClientError
+from aiokafka import errors as kafka_errors
+from botocore.exceptions import ClientError, IncompleteReadError
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
 
 from flywheel import s3json
+from flywheel.errors import CodecError
+from flywheel.faust_app import FaustPublisher
 from flywheel_ingest.ids import clean_etag
 from flywheel_ingest.layout import ObjectSeen
-from flywheel_ingest.ports import QueueMessage
+from flywheel_ingest.ports import QueueMessage, Unpublishable
+
+# botocore's own classes of retryable errors (its standard retry mode): throttling codes (SlowDown, ...),
+# transient codes (RequestTimeout, ...), HTTP 500/502/503/504, connection errors and read timeouts.
+_THROTTLED, _TRANSIENT = ThrottledRetryableChecker(), TransientRetryableChecker()
+# An object listed and then gone (or replaced) before its read: the version changed under the close, and the
+# next attempt re-lists it. Not a defect of the data.
+_CHANGED_UNDER_US = {"NoSuchKey", "PreconditionFailed"}
+# What the producer or the broker refuses for good, whatever the retries: the record itself is the problem.
+_TOO_LARGE = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError,
+              kafka_errors.RecordTooLargeError)
+_RECORD_REFUSED = (*_TOO_LARGE, kafka_errors.CorruptRecordException, kafka_errors.InvalidMessageError,
+                   kafka_errors.InvalidTimestampError)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it wraps (`raise ... from`), at most 8 deep; an error merely raised while another
+    was handled is not its cause."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__
+
+
+def transient_store_error(exc: BaseException) -> bool:
+    """Whether an S3 error is worth retrying as it is (botocore's retryable classes, Python's own connection
+    and timeout errors, a streamed body cut short, an object replaced under the close); anything else (access
+    denied, no such bucket, a bug) is permanent."""
+    for cause in _causes(exc):
+        if isinstance(cause, TimeoutError | ConnectionError | IncompleteReadError):
+            return True
+        if isinstance(cause, ClientError):
+            error = cause.response.get("Error", {})
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            context = RetryContext(1, parsed_response=cause.response, http_response=SimpleNamespace(status_code=status))
+            if error.get("Code") in _CHANGED_UNDER_US:
+                return True
+        else:
+            context = RetryContext(1, caught_exception=cause)
+        if _THROTTLED.is_retryable(context) or _TRANSIENT.is_retryable(context):
+            return True
+    return False
+
+
+def permanent_publish_error(exc: BaseException) -> bool:
+    """Whether a publish failed for good: the record does not fit its schema or is too large for the producer
+    or the broker. Everything else (the broker away, a timeout, a leader election, even an authorization
+    error an operator can fix) is transient and retried."""
+    return any(isinstance(c, (*_RECORD_REFUSED, CodecError, ValueError, TypeError)) for c in _causes(exc))
+
+
+class AckedPublish:
+    """The Publish and EventSize ports on the service's FaustPublisher: `publish` returns once the broker
+    acknowledged the record and raises Unpublishable when no retry can help; `size` is the record's encoded
+    size (key + framed value) as the producer would send it."""
+
+    def __init__(self, publisher: FaustPublisher) -> None:
+        self.publisher = publisher
+
+    async def publish(self, topic: str, record: dict[str, Any]) -> None:
+        try:
+            await self.publisher.publish(topic, record, acked=True)
+        except Exception as exc:
+            if permanent_publish_error(exc):
+                too_large = any(isinstance(c, _TOO_LARGE) for c in _causes(exc))
+                raise Unpublishable(f"{topic}: {type(exc).__name__}: {exc}", too_large=too_large) from exc
+            raise
+
+    def size(self, topic: str, record: dict[str, Any]) -> int:
+        out = self.publisher.encoder.outgoing(topic, record)
+        return len(out.value) + len(out.key or b"")
 
 
 def _listed(bucket: str, item: dict[str, Any]) -> ObjectSeen:

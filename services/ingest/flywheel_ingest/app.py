@@ -4,14 +4,13 @@ and the handlers. The only module that turns settings into adapters."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import faust
 
 from flywheel.bootstrap import aws_client, build_codec
 from flywheel.faust_app import FaustPublisher, make_app
 from flywheel_ingest import metrics
-from flywheel_ingest.adapters import S3Store, SqsQueue
+from flywheel_ingest.adapters import AckedPublish, S3Store, SqsQueue, transient_store_error
 from flywheel_ingest.closer import CloseConfig, VersionCloser
 from flywheel_ingest.handlers import Ingestor, register
 from flywheel_ingest.settings import IngestSettings
@@ -37,15 +36,16 @@ def build_ingestor(app: faust.App, settings: IngestSettings) -> Ingestor:
                            lambda fmt, n: metrics.BYTES_VALIDATED.labels(fmt).inc(n))
     # One thread for the SQS long-poll, one for the scan, the rest for closes.
     executor = ThreadPoolExecutor(settings.close_workers + 2, thread_name_prefix="ingest-io")
-    publisher = FaustPublisher(app, build_codec(settings), SERVICE)
     # acked: only once the broker acknowledged an event is its effect recorded in S3 and SQS cleaned up.
-    publish = partial(publisher.publish, acked=True)
-    return Ingestor(settings, store, closer, publish, executor, queue)
+    publish = AckedPublish(FaustPublisher(app, build_codec(settings), SERVICE))
+    return Ingestor(settings, store, closer, publish.publish, executor, queue, event_size=publish.size,
+                    transient=transient_store_error)
 
 
 def close_config(settings: IngestSettings) -> CloseConfig:
     def rules_for(model_id: str) -> Rules:
-        return Rules(settings.columns_for(model_id), settings.label_column, settings.max_distinct_labels)
+        return Rules(settings.columns_for(model_id), settings.label_column, settings.max_distinct_labels,
+                     settings.max_line_bytes, settings.max_distinct_columns)
 
     return CloseConfig(settings.dataset_prefixes, settings.manifest_prefix, settings.state_prefix,
                        settings.marker_name, settings.max_object_bytes, settings.read_chunk_bytes, rules_for,

@@ -4,6 +4,7 @@ manifest. Blocking (runs in a worker thread); talks to S3 only through the Objec
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ from flywheel.events import now_ms
 from flywheel_ingest.events import Rejection
 from flywheel_ingest.ids import dataset_version_id, done_key, manifest_key
 from flywheel_ingest.layout import ObjectSeen, Place, data_format, place
-from flywheel_ingest.manifest import Checked, build_manifest
+from flywheel_ingest.manifest import Checked, build_manifest, reusable
 from flywheel_ingest.parquet_check import validate_parquet
 from flywheel_ingest.ports import ObjectStore
 from flywheel_ingest.validation import Invalid, Rules, Stats, validate_csv, validate_jsonl
+
+log = logging.getLogger("flywheel_ingest")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class VersionCloser:
                 return refuse(seen.key, *problem)
         key = manifest_key(self.cfg.manifest_prefix, model_id, version)
         uri = f"s3://{bucket}/{key}"
-        if (existing := self.store.get_json(bucket, key)) is not None:
+        if (existing := self._recorded(bucket, key, model_id, version)) is not None:
             return Ready(existing, uri, listing)  # validated before a crash; publish what was recorded
         try:
             checked, content_hash = self._validate_all(bucket, sorted(data, key=lambda o: o.key), model_id)
@@ -93,6 +96,20 @@ class VersionCloser:
             first_object_at=min(known_ms.get(o.key, o.modified_ms) for o in data))
         self.store.put_json(bucket, key, manifest)
         return Ready(manifest, uri, listing)
+
+    def _recorded(self, bucket: str, key: str, model_id: str, version: str) -> dict[str, Any] | None:
+        """The manifest recorded by an earlier close, when it is complete; None means validate (again)."""
+        try:
+            doc = self.store.get_json(bucket, key)
+        except ValueError:  # not JSON at all: rebuilt below like any unusable manifest
+            doc = {}
+        if doc is None:
+            return None
+        if not reusable(doc, bucket=bucket, model_id=model_id, dataset_version_id=version):
+            log.warning("recorded manifest %s is incomplete or not this version's; validating again", key,
+                        extra={"manifest": key, "model_id": model_id, "dataset_version_id": version})
+            return None
+        return doc
 
     def _refusal(self, seen: ObjectSeen) -> tuple[str, str] | None:
         """Checks made on the listing alone: a refused object is never downloaded."""

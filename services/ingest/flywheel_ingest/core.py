@@ -35,13 +35,19 @@ class PendingVersion:
     marker_seen: bool = False
     newest_ms: int = 0
     closing: bool = False
-    attempts: int = 0
+    attempts: int = 0  # failed closes in a row, transient or not: drives the back-off
+    failures: int = 0  # permanent failures among them: only these can end in a READ_ERROR rejection
     retry_at_ms: int = 0
 
     def closable(self, now_ms: int, quiet_ms: int) -> bool:
         if self.closing or now_ms < self.retry_at_ms:
             return False
         return self.marker_seen or now_ms - self.newest_ms >= quiet_ms
+
+
+def retry_delay_ms(attempt: int, backoff_ms: int, max_backoff_ms: int) -> int:
+    """backoff_ms, 2x, 4x, ... for attempts 1, 2, 3, ..., capped at max_backoff_ms."""
+    return min(backoff_ms * 2 ** min(attempt - 1, 30), max_backoff_ms)
 
 
 class Remembered:
@@ -65,9 +71,11 @@ class Funnel:
     """Pure state: which objects are pending in which version, which are done. Not thread-safe by design:
     only the event loop touches it."""
 
-    def __init__(self, marker_name: str, quiet_ms: int, remember: int = 100_000) -> None:
+    def __init__(self, marker_name: str, quiet_ms: int, remember: int = 100_000, *, backoff_ms: int = 500,
+                 max_backoff_ms: int = 60_000) -> None:
         self.marker_name = marker_name
         self.quiet_ms = quiet_ms
+        self.backoff_ms, self.max_backoff_ms = backoff_ms, max_backoff_ms
         self.done = Remembered(remember)
         self.pending: dict[tuple[str, str], PendingVersion] = {}
 
@@ -112,7 +120,7 @@ class Funnel:
             if pending is not None and pending.identity == seen.identity:
                 del version.objects[seen.key]
                 released += version.receipts.pop(seen.key, [])
-        version.closing, version.attempts, version.marker_seen = False, 0, False
+        version.closing, version.attempts, version.failures, version.marker_seen = False, 0, 0, False
         if not version.objects:
             released += [r for rs in version.receipts.values() for r in rs]
             del self.pending[(version.bucket, version.prefix)]
@@ -120,12 +128,15 @@ class Funnel:
             version.marker_seen = version.prefix + self.marker_name in version.objects
         return released
 
-    def retry(self, version: PendingVersion, now_ms: int, backoff_ms: int) -> int:
-        """A transient failure: try again later; returns the attempt count so far."""
+    def retry(self, version: PendingVersion, now_ms: int, *, permanent: bool = False) -> int:
+        """A failed close: try again after a capped exponential back-off (backoff_ms, doubling per attempt, at
+        most max_backoff_ms). Returns the permanent failures so far: a transient failure (throttling, 5xx, a
+        timeout, a broker away) never counts toward giving up, however often it repeats."""
         version.closing = False
         version.attempts += 1
-        version.retry_at_ms = now_ms + backoff_ms * 2 ** min(version.attempts - 1, 6)
-        return version.attempts
+        version.failures += permanent
+        version.retry_at_ms = now_ms + retry_delay_ms(version.attempts, self.backoff_ms, self.max_backoff_ms)
+        return version.failures
 
     def remember(self, identity: Identity) -> None:
         """Record a handled identity that belongs to no version (a refused object)."""

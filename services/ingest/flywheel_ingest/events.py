@@ -69,7 +69,53 @@ def rejected_event(rejection: Rejection) -> dict[str, Any]:
     }
 
 
-def notification_dead_letter(queue_name: str, message_id: str, body: str, error: BaseException) -> dict[str, Any]:
-    """DeadLetter for an SQS message that is not an S3 event: source `sqs:<queue name>`, the body as value."""
-    source = SourceRecord(f"sqs:{queue_name}", 0, -1, message_id.encode(), body.encode())
-    return dead_letter(source, error, SERVICE)
+def version_too_large(manifest: dict[str, Any], size: int, limit: int) -> Rejection:
+    """The version's DatasetVersionReady would be over the event size limit: refused, telling the user how to fix
+    it, instead of a publish the producer refuses again and again."""
+    objects = len(manifest["objects"])
+    detail = (f"the version is too large to announce: its DatasetVersionReady would be {size:,} bytes, over the "
+              f"{limit:,}-byte limit (FLYWHEEL_MAX_EVENT_BYTES; Kafka refuses records over ~1 MB). It lists "
+              f"{objects:,} objects (about {limit * objects // max(size, 1):,} of them would fit) and "
+              f"{len(manifest['label_counts']):,} distinct labels; consolidate the files into fewer, larger "
+              "objects and upload them as a new version")
+    return _version_rejection(manifest, "VERSION_TOO_LARGE", detail)
+
+
+def version_unpublishable(manifest: dict[str, Any], error: BaseException, too_large: bool) -> Rejection:
+    """The producer or the broker refused the version's DatasetVersionReady for good."""
+    detail = f"the broker refused the version's DatasetVersionReady for good: {error}"
+    if too_large:
+        detail += (f" ({len(manifest['objects']):,} objects, {len(manifest['label_counts']):,} labels; consolidate "
+                   "the files into fewer, larger objects and upload them as a new version)")
+    return _version_rejection(manifest, "VERSION_TOO_LARGE" if too_large else "UNKNOWN", detail)
+
+
+def _version_rejection(manifest: dict[str, Any], reason: str, detail: str) -> Rejection:
+    version = manifest["dataset_version_id"]
+    return Rejection(manifest["bucket"], manifest["prefix"], reason, detail, version, manifest["model_id"], version,
+                     None, manifest["prefix"])
+
+
+def rejection_dead_letter(rejection: Rejection, error: BaseException) -> dict[str, Any]:
+    """DeadLetter for a rejection the broker refused for good: source `s3:<bucket>`, the S3 key as the key, why
+    the data was rejected and why that could not be published as the reason."""
+    record = dead_letter(SourceRecord(f"s3:{rejection.bucket}", 0, -1, _utf8(rejection.key), None), error, SERVICE)
+    record["reason"] = f"{rejection.reason}: {rejection.detail[:2000]} (DatasetRejected unpublishable: {error})"
+    return record
+
+
+def notification_dead_letter(queue_name: str, message_id: str, body: str, error: BaseException,
+                             max_body_bytes: int = 512 * 1024) -> dict[str, Any]:
+    """DeadLetter for an SQS message that is not an S3 event: source `sqs:<queue name>`, the body as value (cut
+    to `max_body_bytes`, saying so in the reason, so that the dead letter itself fits a Kafka record)."""
+    value = _utf8(body)
+    record = dead_letter(SourceRecord(f"sqs:{queue_name}", 0, -1, _utf8(message_id), value[:max_body_bytes]),
+                         error, SERVICE)
+    if len(value) > max_body_bytes:
+        record["reason"] += f" (body cut to its first {max_body_bytes:,} of {len(value):,} bytes)"
+    return record
+
+
+def _utf8(text: str) -> bytes:
+    """SQS and S3 text as bytes; lone surrogates (never valid UTF-8) are kept rather than crashing."""
+    return text.encode("utf-8", "surrogatepass")

@@ -28,26 +28,42 @@ from flywheel_ingest.events import (
     notification_dead_letter,
     ready_event,
     rejected_event,
+    rejection_dead_letter,
+    version_too_large,
+    version_unpublishable,
 )
 from flywheel_ingest.ids import cursor_key, dataset_version_id, done_key, object_subject
 from flywheel_ingest.layout import ObjectSeen, Unsafe, place
 from flywheel_ingest.notifications import BadNotification, parse_body
-from flywheel_ingest.ports import NotificationQueue, ObjectStore, Publish, QueueMessage
+from flywheel_ingest.ports import (
+    EventSize,
+    IsTransient,
+    NotificationQueue,
+    ObjectStore,
+    Publish,
+    QueueMessage,
+    Unpublishable,
+)
 from flywheel_ingest.settings import IngestSettings
 
 log = logging.getLogger("flywheel_ingest")
 T = TypeVar("T")
-RETRY_BACKOFF_MS = 500
 TICK_S = 0.5  # quiet-period closes and retries; marker closes do not wait for it
 ERROR_PAUSE_S = 1.0
 
 
 class Ingestor:
+    """`publish` raises Unpublishable for a record no retry can help; `event_size` measures a record as the
+    producer would send it; `transient` tells a store error worth retrying from a permanent one."""
+
     def __init__(self, settings: IngestSettings, store: ObjectStore, closer: VersionCloser, publish: Publish,
-                 executor: Executor, queue: NotificationQueue | None = None) -> None:
+                 executor: Executor, queue: NotificationQueue | None = None, *, event_size: EventSize,
+                 transient: IsTransient) -> None:
         self.settings, self.store, self.closer, self.queue = settings, store, closer, queue
-        self.publish, self.executor = publish, executor
-        self.funnel = Funnel(settings.marker_name, int(settings.quiet_period_s * 1000), settings.dedup_cache_size)
+        self.publish, self.executor, self.event_size, self.transient = publish, executor, event_size, transient
+        self.funnel = Funnel(settings.marker_name, int(settings.quiet_period_s * 1000), settings.dedup_cache_size,
+                             backoff_ms=int(settings.retry_backoff_s * 1000),
+                             max_backoff_ms=int(settings.retry_max_backoff_s * 1000))
         self.own_prefixes = (settings.manifest_prefix, settings.state_prefix)
         self._slots = asyncio.Semaphore(settings.close_workers)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -91,9 +107,11 @@ class Ingestor:
                 return
             try:
                 await self._publish(result, version)
-            except Exception:
-                log.exception("publishing %s failed; will retry", version.prefix, extra={"prefix": version.prefix})
-                self.funnel.retry(version, now_ms(), RETRY_BACKOFF_MS)
+            except Exception as exc:  # the broker away or slow: transient, retried without limit
+                metrics.CLOSE_RETRIES.labels("publish").inc()
+                self.funnel.retry(version, now_ms())
+                log.warning("publishing %s failed (attempt %d); will retry: %r", version.prefix, version.attempts,
+                            exc, extra={"prefix": version.prefix, "attempt": version.attempts})
                 return
             released = self.funnel.finish(version, result.covered)
             await self.delete(released)
@@ -104,12 +122,14 @@ class Ingestor:
         try:
             return await self.blocking(self.closer.close, version.bucket, version.model_id, version.prefix, known)
         except Exception as exc:
-            metrics.CLOSE_RETRIES.inc()
-            attempts = self.funnel.retry(version, now_ms(), RETRY_BACKOFF_MS)
-            log.warning("closing %s failed (attempt %d): %r", version.prefix, attempts, exc,
-                        extra={"prefix": version.prefix, "attempt": attempts})
-            if attempts < self.settings.max_read_attempts:
-                return None
+            transient = self.transient(exc)
+            metrics.CLOSE_RETRIES.labels("transient" if transient else "permanent").inc()
+            failures = self.funnel.retry(version, now_ms(), permanent=not transient)
+            log.warning("closing %s failed (%s, attempt %d): %r", version.prefix,
+                        "transient" if transient else f"permanent {failures}/{self.settings.max_read_attempts}",
+                        version.attempts, exc, extra={"prefix": version.prefix, "attempt": version.attempts})
+            if transient or failures < self.settings.max_read_attempts:
+                return None  # a transient error is never recorded as final
             version.closing = True
             pending = list(version.objects.values())
             subject = dataset_version_id(pending)
@@ -127,7 +147,17 @@ class Ingestor:
     async def _publish_ready(self, ready: Ready, version: PendingVersion) -> None:
         record = ready_event(ready.manifest, ready.manifest_uri)
         model_id = record["model_id"]
-        await self.publish(READY_TOPIC, record)
+        size, limit = self.event_size(READY_TOPIC, record), self.settings.max_event_bytes
+        if size > limit:  # the producer would refuse it on every retry: refused by design instead
+            metrics.UNPUBLISHABLE.labels(READY_TOPIC).inc()
+            await self._publish_rejection(version_too_large(ready.manifest, size, limit))
+            return
+        try:
+            await self.publish(READY_TOPIC, record)
+        except Unpublishable as exc:  # e.g. a broker whose message.max.bytes is under our limit
+            metrics.UNPUBLISHABLE.labels(READY_TOPIC).inc()
+            await self._publish_rejection(version_unpublishable(ready.manifest, exc, exc.too_large))
+            return
         produced = now_ms()
         metrics.VERSIONS_READY.inc()
         newest = max([version.newest_ms, *(o.modified_ms for o in ready.covered)])
@@ -139,7 +169,16 @@ class Ingestor:
 
     async def _publish_rejection(self, rejection: Rejection) -> None:
         record = rejected_event(rejection)
-        await self.publish(REJECTED_TOPIC, record)
+        try:
+            await self.publish(REJECTED_TOPIC, record)
+        except Unpublishable as exc:  # never seen: rejections are small; but it must not be retried forever
+            metrics.UNPUBLISHABLE.labels(REJECTED_TOPIC).inc()
+            record = rejection_dead_letter(rejection, exc)
+            await self.publish(DEAD_LETTER_TOPIC, record)
+            log.error("rejection of %s unpublishable, dead-lettered: %s", rejection.key, exc,
+                      extra={**ids(record), "model_id": rejection.model_id, "reason": rejection.reason})
+            await self._record_done(rejection.model_id, rejection.subject, record)
+            return
         metrics.VERSIONS_REJECTED.labels(rejection.reason).inc()
         log.warning("dataset rejected: %s", rejection.detail,
                     extra={**ids(record), "model_id": rejection.model_id, "key": rejection.key,
@@ -199,7 +238,9 @@ class NotificationPoller:
         for message in messages:
             try:
                 reported = parse_body(message.body)
-            except BadNotification as exc:
+            except Exception as exc:  # BadNotification; anything else would be a parser bug, same treatment
+                if not isinstance(exc, BadNotification):
+                    log.error("parsing SQS message %s raised %r", message.message_id, exc)
                 await self._dead_letter(message, exc)
                 durable.append(message.receipt)
                 continue
@@ -222,8 +263,16 @@ class NotificationPoller:
             log.info("kept %d held notifications invisible (%d stale)", len(held) - stale, stale)
 
     async def _dead_letter(self, message: QueueMessage, error: Exception) -> None:
-        record = notification_dead_letter(self.queue.name, message.message_id, message.body, error)
-        await self.ingestor.publish(DEAD_LETTER_TOPIC, record)  # acknowledged: the message is deleted next
+        # Half the event limit for the body: the dead letter always fits a Kafka record.
+        record = notification_dead_letter(self.queue.name, message.message_id, message.body, error,
+                                          self.ingestor.settings.max_event_bytes // 2)
+        try:
+            await self.ingestor.publish(DEAD_LETTER_TOPIC, record)  # acknowledged: the message is deleted next
+        except Unpublishable as exc:  # cannot happen with the body cut; never retried forever either way
+            metrics.UNPUBLISHABLE.labels(DEAD_LETTER_TOPIC).inc()
+            log.error("dead letter of SQS message %s unpublishable, message dropped: %s (body %r)",
+                      message.message_id, exc, message.body[:2000], extra={"error_type": type(error).__name__})
+            return
         metrics.DEAD_LETTERED.inc()
         log.warning("dead-lettered SQS message %s: %s", message.message_id, error,
                     extra={**ids(record), "error_type": type(error).__name__})

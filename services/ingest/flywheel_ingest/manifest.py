@@ -37,6 +37,8 @@ def build_manifest(*, bucket: str, model_id: str, prefix: str, dataset_version_i
         "row_count": sum(c.stats.rows for c in checked),
         "columns": sorted(set().union(*(c.stats.columns for c in checked))),
         "label_counts": dict(sorted(labels.items())),
+        # How the objects were read (the shared dataset reader's rules): the trainer reads them the same way.
+        "reader": checked[0].stats.rules.to_dict() if checked else None,
         "content_hash": content_hash,
         "first_object_at": first_object_at,
         "created_at": created_at,
@@ -44,3 +46,23 @@ def build_manifest(*, bucket: str, model_id: str, prefix: str, dataset_version_i
         "closed_by": {"marker": marker} if marker else {"quiet_period": True},
         "producer": SERVICE,
     }
+
+
+# What a recorded manifest must hold to be published again as it is (ready_event and the trainer read these).
+MANIFEST_FIELDS = ("model_id", "dataset_version_id", "bucket", "prefix", "objects", "row_count", "content_hash",
+                   "columns", "label_counts", "first_object_at", "reader")
+OBJECT_FIELDS = ("key", "etag", "size_bytes", "rows")
+
+
+def reusable(doc: object, *, bucket: str, model_id: str, dataset_version_id: str) -> bool:
+    """Whether a manifest found in S3 is a complete one of this very version. Anything else (written by an
+    older release without the reader's rules, cut short, edited by hand) is rebuilt by validating again:
+    the manifest is derived data, so rebuilding loses nothing."""
+    if not isinstance(doc, dict) or any(name not in doc for name in MANIFEST_FIELDS):
+        return False
+    objects = doc["objects"]
+    if not isinstance(objects, list) or not objects:
+        return False
+    if any(not isinstance(o, dict) or any(name not in o for name in OBJECT_FIELDS) for o in objects):
+        return False
+    return (doc["bucket"], doc["model_id"], doc["dataset_version_id"]) == (bucket, model_id, dataset_version_id)

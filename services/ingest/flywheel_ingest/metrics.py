@@ -10,7 +10,11 @@ BYTES_VALIDATED = Counter("flywheel_ingest_bytes_validated_total", "Bytes read a
 VERSIONS_READY = Counter("flywheel_ingest_versions_ready_total", "DatasetVersionReady events produced")
 VERSIONS_REJECTED = Counter("flywheel_ingest_versions_rejected_total", "DatasetRejected events produced", ["reason"])
 DEAD_LETTERED = Counter("flywheel_ingest_notifications_dead_lettered_total", "Undecodable SQS messages")
-CLOSE_RETRIES = Counter("flywheel_ingest_close_retries_total", "Version closes retried after an error")
+CLOSE_RETRIES = Counter("flywheel_ingest_close_retries_total",
+                        "Version closes retried after an error, by cause (transient, permanent, publish)", ["cause"])
+UNPUBLISHABLE = Counter("flywheel_ingest_unpublishable_total",
+                        "Records refused for good (over FLYWHEEL_MAX_EVENT_BYTES, or by the broker), by topic",
+                        ["topic"])
 DETECTION_LATENCY = Histogram(
     "flywheel_ingest_detection_latency_seconds",
     "Newest object's LastModified (the marker, usually) -> event produced",

@@ -13,7 +13,22 @@ from flywheel_ingest.layout import ObjectSeen
 
 # publish(topic, record): returns once the broker acknowledged the record (the app binds
 # FaustPublisher.publish with acked=True), so the done-record written after it is never ahead of the event.
+# It raises Unpublishable when the record can never be published; any other error is transient and retried.
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+# size(topic, record): the encoded size in bytes (key + framed value) of what publish would send.
+EventSize = Callable[[str, dict[str, Any]], int]
+# transient(error): whether an ObjectStore error is worth retrying as it is (throttling, 5xx, a timeout, a
+# dropped connection); a transient error is never recorded as the version's final outcome.
+IsTransient = Callable[[BaseException], bool]
+
+
+class Unpublishable(Exception):
+    """The producer, the broker or the encoder refuses this record for good (too large for the broker, not
+    fitting its schema): retrying cannot help. `too_large` says whether its size was the reason."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 class ObjectStore(Protocol):

@@ -38,8 +38,20 @@ class IngestSettings(FlywheelSettings):
     model_columns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     label_column: str = "label"
     max_distinct_labels: int = Field(10_000, ge=1)
+    # Bounded reading (flywheel.datareader): a longer line or CSV record is refused before it is parsed.
+    max_line_bytes: int = Field(1024 * 1024, ge=1024)
+    max_distinct_columns: int = Field(1_000, ge=1)
     close_workers: int = Field(4, ge=1, le=64)
+    # Permanent S3 errors (access denied, ...) before a READ_ERROR rejection; transient ones (throttling, 5xx,
+    # timeouts, dropped connections) are retried without limit and never recorded as final.
     max_read_attempts: int = Field(3, ge=1)
+    # Back-off after a failed close or publish: doubles per attempt from retry_backoff_s up to this cap.
+    retry_backoff_s: float = Field(0.5, gt=0)
+    retry_max_backoff_s: float = Field(60.0, gt=0)
+    # The largest event ingest publishes (key + framed value). Kafka producers and brokers refuse records over
+    # ~1 MB; a DatasetVersionReady over this limit (a version of ~10,000 objects) is rejected as
+    # VERSION_TOO_LARGE instead of retried forever.
+    max_event_bytes: int = Field(900_000, ge=16_384, le=1_000_000)
     # Bounded memory for "already handled" object ids; S3 done-records cover what it forgets.
     dedup_cache_size: int = Field(100_000, ge=100)
 
