@@ -96,12 +96,15 @@ def test_recovering_stream_gives_none(bus: Bus, monitor: ServiceProcess):
 def test_bad_input_is_dead_lettered_with_the_reason(bus: Bus, monitor: ServiceProcess):
     bus.send("ModelMetricsObserved", metric_event(f"ghost-{RUN}", 0.9))
     bus.send("ModelMetricsObserved", metric_event(f"bad-{RUN}", 0.9, -5))
+    # a window_end a day ahead of the clock: refused, or it would make every honest window count as late
+    bus.send("ModelMetricsObserved", metric_event(f"bad-{RUN}", 0.9, at_ms=now_ms() + 86_400_000))
     # garbage bytes in place of the record, keyed by the record's model_id like the rest of its stream
     bus.send("ModelMetricsObserved", metric_event(f"bad-{RUN}", 0.9), raw=b"\x00not avro at all")
     settle(bus, f"bad-{RUN}")
     reasons = [d["reason"] for d in bus.read("monitor.dead-letter")]
     assert any(f"ghost-{RUN}" in r and "no registered version" in r for r in reasons)
     assert any("sample_count is negative" in r for r in reasons)
+    assert any("ahead of the monitor's clock" in r for r in reasons)
     assert any(d["original_value"] == b"\x00not avro at all" for d in bus.read("monitor.dead-letter"))
     assert monitor.alive()
 

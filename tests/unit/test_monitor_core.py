@@ -1,4 +1,5 @@
 import math
+import tracemalloc
 
 import pytest
 
@@ -6,10 +7,10 @@ from flywheel.bootstrap import build_codec
 from flywheel.errors import InvalidEvent
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.harness.monitor import histogram_summary, metric_event, registration
-from flywheel_monitor.core import MonitorCore
+from flywheel_monitor.core import RETIRED_KEPT, UNWATCHED, MonitorCore
 from flywheel_monitor.events import breach_id, retrain_requested
 from flywheel_monitor.rules import DEFAULT_RULES, RuleSet
-from flywheel_monitor.validation import UnknownModel
+from flywheel_monitor.validation import TimeBounds, UnknownModel
 from flywheel_monitor.windows import DictWindowStore
 
 T0 = 1_700_000_000_000
@@ -117,3 +118,81 @@ def test_retrain_request_carries_the_evidence_and_encodes():
     codec = build_codec(FlywheelSettings())
     decoded = codec.decode(codec.encode("RetrainRequested", record, check=True))
     assert decoded.record["trigger"] == "METRIC_BREACH"
+
+
+def clocked(now_ms: int) -> MonitorCore:
+    """A core whose clock reads `now_ms`, with the default bounds (5 min of skew, one-day windows)."""
+    eng = MonitorCore(RULES, DictWindowStore(), clock=lambda: now_ms)
+    eng.register(registration("support-intent", "v1", at_ms=T0 - 60_000))
+    return eng
+
+
+def test_a_window_end_far_ahead_of_the_clock_is_refused_and_changes_nothing():
+    """One event from an hour in the future used to move every rule's current window there, so the honest
+    stream after it was all 'late' and a real breach never triggered."""
+    eng = clocked(T0 + 60_000)
+    with pytest.raises(InvalidEvent, match=r"window_end is 3\d\d\d s ahead of the monitor's clock"):
+        eng.observe(metric_event("support-intent", 0.1, 200, at_ms=T0 + 3_600_000))
+    assert len(triggers_of(eng, stream([0.6] * 20))) == 1
+
+
+def test_a_window_end_within_the_allowed_skew_is_accepted():
+    eng = MonitorCore(RULES, DictWindowStore(), clock=lambda: T0, bounds=TimeBounds(max_skew_ms=10_000))
+    eng.register(registration("support-intent", "v1", at_ms=T0 - 60_000))
+    assert eng.observe(metric_event("support-intent", 0.9, at_ms=T0 + 10_000)).ignored is None
+    with pytest.raises(InvalidEvent, match="ahead of the monitor's clock"):
+        eng.observe(metric_event("support-intent", 0.9, at_ms=T0 + 10_001))
+
+
+def test_an_absurdly_long_window_is_refused():
+    eng = clocked(T0)
+    with pytest.raises(InvalidEvent, match=r"the window is 172800 s long \(at most 86400 s"):
+        eng.observe(metric_event("support-intent", 0.9, at_ms=T0, window_ms=2 * 86_400_000))
+
+
+def test_metric_names_no_rule_watches_are_ignored_without_growing_memory():
+    """Producers choose metric names: 20,000 made-up ones must not leave 20,000 entries behind."""
+    eng = clocked(T0)
+
+    def made_up(n: int) -> None:
+        for i in range(n):
+            assessment = eng.observe(metric_event("support-intent", 0.9, at_ms=T0, metric=f"made-up-{i}"))
+            assert assessment.ignored == UNWATCHED and not assessment.evaluations
+
+    made_up(1_000)  # warm-up: interned strings, caches of the interpreter
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        made_up(20_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"memory grew by {grown} bytes over 20,000 unwatched metric names"
+    assert eng.observe(metric_event("support-intent", 0.9, at_ms=T0)).evaluations  # watched ones still fold
+
+
+def test_features_without_a_reference_are_unwatched():
+    eng = core()  # its reference has the feature "len" only
+    summary = histogram_summary([5, 5], [0.5], 0, 1)
+    unknown = eng.observe(metric_event("support-intent", 1.0, at_ms=T0, metric="feature:other", summary=summary))
+    assert unknown.ignored == UNWATCHED
+    known = eng.observe(metric_event("support-intent", 1.0, at_ms=T0, metric="feature:len",
+                                     summary=histogram_summary([5, 5, 5, 5], [1, 2, 3], 0, 4)))
+    assert known.ignored is None  # folded into the drift window (too few samples for a verdict yet)
+
+
+def test_replaced_versions_are_remembered_up_to_a_bound():
+    eng = core()
+    for n in range(2, 200):
+        eng.register(registration("support-intent", f"v{n}", at_ms=T0 + n))
+    assert len(eng.retired["support-intent"]) == RETIRED_KEPT
+    assert eng.observe(metric_event("support-intent", 0.9, at_ms=T0 + 1_000, model_version="v198")).ignored == \
+        "replaced_version"
+
+
+def test_restoring_a_trigger_of_a_rule_no_longer_configured_keeps_no_state():
+    eng = core()
+    record = {"model_id": "support-intent", "rule": "a-rule-since-removed", "window_end": T0,
+              "envelope": {"occurred_at": T0}}
+    eng.restore_trigger(record)
+    assert ("support-intent", "a-rule-since-removed") not in eng.states

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-JOB = 'job="flywheel-monitor"'
+from flywheel_monitor.dashboards import DEAD_LETTERS_10M, JOB
 
 
 def _alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
@@ -21,9 +21,9 @@ RULES: dict[str, Any] = {"groups": [{"name": "flywheel-monitor", "rules": [
     _alert("FlywheelRetrainStorm",
            "sum by (model) (increase(flywheel_monitor_retrain_triggers_total[1h])) > 3", "0m", "warning",
            "{{ $labels.model }}: more than 3 retrain requests in an hour; check cooldown and hysteresis."),
-    _alert("FlywheelDeadLetters",
-           "sum by (service) (rate(flywheel_dead_letters_total[5m])) > 0", "10m", "warning",
-           "{{ $labels.service }} keeps dead-lettering records."),
+    _alert("FlywheelDeadLetters", f"{DEAD_LETTERS_10M} > 0", "0m", "warning",
+           "{{ $labels.service }} dead-lettered records from {{ $labels.source_topic }} in the last 10 minutes; "
+           "read them with `flywheel tail {{ $labels.service }}.dead-letter`."),
     _alert("FlywheelTrainingFailures",
            'sum(increase(flywheel_training_runs_total{status="failed"}[1h])) > 2', "0m", "warning",
            "More than 2 training runs failed in the last hour."),
@@ -35,6 +35,12 @@ RULES: dict[str, Any] = {"groups": [{"name": "flywheel-monitor", "rules": [
 
 def _series(name: str, values: str) -> dict[str, str]:
     return {"series": name, "values": values}
+
+
+def _dead_letters(service: str, source_topic: str) -> dict[str, Any]:
+    return {"exp_labels": {"severity": "warning", "service": service, "source_topic": source_topic},
+            "exp_annotations": {"summary": f"{service} dead-lettered records from {source_topic} in the last 10 "
+                                           f"minutes; read them with `flywheel tail {service}.dead-letter`."}}
 
 
 TESTS: dict[str, Any] = {
@@ -62,13 +68,20 @@ TESTS: dict[str, Any] = {
          ]},
         {"interval": "1m",
          "input_series": [_series('flywheel_dead_letters_total{service="monitor",source_topic="t",error_type="E"}',
-                                  "0+1x30"),
+                                  "0x5 1 2 2x20"),
+                          # appears with its first dead letter at 3m (no zero sample before it)
+                          _series('flywheel_dead_letters_total{service="ingest",source_topic="sqs:q",'
+                                  'error_type="UndecodableRecord"}', "_x3 1x20"),
+                          _series('flywheel_dead_letters_total{service="ingest",source_topic="sqs:q",'
+                                  'error_type="InvalidEvent"}', "_x3 0x20"),
                           _series('flywheel_training_runs_total{status="failed"}', "0 1 2 3 3 3")],
          "alert_rule_test": [
-             {"eval_time": "5m", "alertname": "FlywheelDeadLetters", "exp_alerts": []},
-             {"eval_time": "20m", "alertname": "FlywheelDeadLetters", "exp_alerts": [
-                 {"exp_labels": {"severity": "warning", "service": "monitor"},
-                  "exp_annotations": {"summary": "monitor keeps dead-lettering records."}}]},
+             {"eval_time": "2m", "alertname": "FlywheelDeadLetters", "exp_alerts": []},
+             {"eval_time": "4m", "alertname": "FlywheelDeadLetters", "exp_alerts": [_dead_letters("ingest", "sqs:q")]},
+             {"eval_time": "8m", "alertname": "FlywheelDeadLetters", "exp_alerts": [
+                 _dead_letters("monitor", "t"), _dead_letters("ingest", "sqs:q")]},
+             {"eval_time": "16m", "alertname": "FlywheelDeadLetters", "exp_alerts": [_dead_letters("monitor", "t")]},
+             {"eval_time": "20m", "alertname": "FlywheelDeadLetters", "exp_alerts": []},
              {"eval_time": "2m", "alertname": "FlywheelTrainingFailures", "exp_alerts": []},
              {"eval_time": "4m", "alertname": "FlywheelTrainingFailures", "exp_alerts": [
                  {"exp_labels": {"severity": "warning"},

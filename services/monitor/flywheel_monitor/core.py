@@ -2,22 +2,30 @@
 
 The handlers feed decoded records in; the core says what to emit. Windows live in a WindowStore
 (ports.py; a Faust windowed table in the service), rule state in plain dicts rebuilt from the topics after a
-restart (recovery.py).
+restart (recovery.py). The clock that bounds event time is passed in, so tests decide what "now" is.
+
+Nothing here grows with what producers make up: windows and rule plans exist only for metrics some rule
+watches (the rest are ignored as "unwatched_metric"), rule state only for registered models and configured
+rules, and the replaced versions of a model are remembered up to RETIRED_KEPT.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flywheel.events import to_millis
+from flywheel.events import now_ms, to_millis
 from flywheel_monitor import drift
 from flywheel_monitor.ports import WindowStore
 from flywheel_monitor.rules import FEATURE_PREFIX, Rule, RuleSet
 from flywheel_monitor.triggers import RuleState, evaluate, reset_for_new_version, restore
-from flywheel_monitor.validation import UnknownModel, check_observation
+from flywheel_monitor.validation import DEFAULT_BOUNDS, TimeBounds, UnknownModel, check_observation
 from flywheel_monitor.windows import Aggregate, observed_at_ms, window_index
+
+RETIRED_KEPT = 32  # replaced versions remembered per model; older ones are folded like unseen versions
+UNWATCHED = "unwatched_metric"  # Assessment.ignored: no rule and no drift reference uses this metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +69,22 @@ class Assessment:
 
 
 class MonitorCore:
-    def __init__(self, rules: RuleSet, store: WindowStore) -> None:
+    def __init__(self, rules: RuleSet, store: WindowStore, *, clock: Callable[[], int] = now_ms,
+                 bounds: TimeBounds = DEFAULT_BOUNDS) -> None:
         self.rules = rules
         self.store = store
+        self.clock = clock  # epoch ms; bounds event time (window_end) against it
+        self.bounds = bounds
         self.models: dict[str, ModelInfo] = {}
-        # Versions a newer registration replaced: servers still on them during a rollout say nothing about
-        # the new model, so their observations must not feed its windows.
-        self.retired: dict[str, set[str]] = defaultdict(set)
+        # Versions a newer registration replaced (oldest first, at most RETIRED_KEPT): servers still on them
+        # during a rollout say nothing about the new model, so their observations must not feed its windows.
+        self.retired: dict[str, dict[str, None]] = defaultdict(dict)
         self.states: dict[tuple[str, str], RuleState] = defaultdict(RuleState)
         self.drift_rule = _drift_as_rule(rules.drift) if rules.drift else None
-        self._plans: dict[str, dict[int, tuple[Rule, ...]]] = {}
+        self._rule_names = {r.name for r in rules.rules} | ({rules.drift.name} if rules.drift else set())
+        # Rules by metric and window size, built once for the metrics the rule set names: a metric name no
+        # rule uses never gets an entry (producers choose metric names; this map must not grow with them).
+        self._plans = {metric: _plan(rules, metric) for metric in {r.metric for r in rules.rules}}
 
     def register(self, record: dict[str, Any]) -> bool:
         """Learn a model version; a new version resets that model's rule state. True when it was new."""
@@ -78,9 +92,13 @@ class MonitorCore:
         known = self.models.get(model)
         if known is not None and known.version == version:
             return False
+        retired = self.retired[model]
         if known is not None:
-            self.retired[model].add(known.version)
-        self.retired[model].discard(version)
+            retired.pop(known.version, None)
+            retired[known.version] = None
+            while len(retired) > RETIRED_KEPT:
+                del retired[next(iter(retired))]
+        retired.pop(version, None)
         at = to_millis(record["envelope"]["occurred_at"])
         self.models[model] = ModelInfo(version, at, dict(record.get("reference_distribution") or {}))
         for key in [k for k in self.states if k[0] == model]:
@@ -90,38 +108,37 @@ class MonitorCore:
     def restore_trigger(self, record: dict[str, Any]) -> None:
         """Rebuild cooldown from a RetrainRequested this service emitted before a restart."""
         known = self.models.get(record["model_id"])
+        if known is None or record["rule"] not in self._rule_names:  # a rule since removed has no state
+            return
         at = to_millis(record["window_end"] or record["envelope"]["occurred_at"])
-        if known is not None and at > known.registered_at_ms:
+        if at > known.registered_at_ms:
             restore(self.states[(record["model_id"], record["rule"])], at)
 
     def observe(self, record: dict[str, Any]) -> Assessment:
         """Fold one observation into its windows and evaluate the rules watching it."""
-        check_observation(record)
+        check_observation(record, self.clock(), self.bounds)
         info = self.models.get(record["model_id"])
         if info is None:
             raise UnknownModel(f"model {record['model_id']!r} has no registered version")
         if record["model_version"] in self.retired[record["model_id"]]:
             return Assessment(ignored="replaced_version")
+        metric = record["metric"]
+        plan = self._plans.get(metric)
+        drifting = (self.drift_rule is not None and metric.startswith(FEATURE_PREFIX)
+                    and metric[len(FEATURE_PREFIX):] in info.reference)
+        if plan is None and not drifting:
+            return Assessment(ignored=UNWATCHED)
         assessment = Assessment()
         at = observed_at_ms(record)
-        key = f"{record['model_id']}|{record['metric']}"
-        for window_ms, rules in self._plan(record["metric"]).items():
-            aggregate = self._fold(key, window_ms, at, record)
-            for rule in rules:
-                self._evaluate(rule, record, info, aggregate, at, assessment)
-        if self.drift_rule is not None and record["metric"].startswith(FEATURE_PREFIX):
+        if plan is not None:
+            key = f"{record['model_id']}|{metric}"
+            for window_ms, rules in plan.items():
+                aggregate = self._fold(key, window_ms, at, record)
+                for rule in rules:
+                    self._evaluate(rule, record, info, aggregate, at, assessment)
+        if drifting:
             self._check_drift(record, info, at, assessment)
         return assessment
-
-    def _plan(self, metric: str) -> dict[int, tuple[Rule, ...]]:
-        """Rules for `metric` grouped by window size, so each window is folded once."""
-        plan = self._plans.get(metric)
-        if plan is None:
-            grouped: dict[int, list[Rule]] = defaultdict(list)
-            for rule in self.rules.for_metric(metric):
-                grouped[rule.window_ms].append(rule)
-            plan = self._plans[metric] = {w: tuple(rules) for w, rules in grouped.items()}
-        return plan
 
     def _fold(self, key: str, window_ms: int, at: int, record: dict[str, Any]) -> Aggregate:
         aggregate = self.store.get(key, window_ms, at) or Aggregate()
@@ -166,6 +183,14 @@ class MonitorCore:
                 "DRIFT", rule, record["model_id"], info.version, FEATURE_PREFIX + worst,
                 report.features[worst].psi, samples, window * rule.window_ms, (window + 1) * rule.window_ms,
                 _drift_statistics(report)))
+
+
+def _plan(rules: RuleSet, metric: str) -> dict[int, tuple[Rule, ...]]:
+    """Rules for `metric` grouped by window size, so each window is folded once."""
+    grouped: dict[int, list[Rule]] = defaultdict(list)
+    for rule in rules.for_metric(metric):
+        grouped[rule.window_ms].append(rule)
+    return {w: tuple(group) for w, group in grouped.items()}
 
 
 def _drift_as_rule(config: Any) -> Rule:

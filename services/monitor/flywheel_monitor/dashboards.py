@@ -16,6 +16,11 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job="flywheel-monitor"'
+# Records each service dead-lettered in the last 10 minutes, per source topic. A counter series appears only
+# with its first dead letter, which increase() cannot see (it has no earlier sample), so a series that did not
+# exist 10 minutes ago counts with its whole value; the rest count their increase. Also the alert's expression.
+DEAD_LETTERS_10M = ("sum by (service, source_topic) ((flywheel_dead_letters_total unless "
+                    "flywheel_dead_letters_total offset 10m) or increase(flywheel_dead_letters_total[10m]))")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ DASHBOARDS: dict[str, tuple[str, list[PanelSpec]]] = {
         PanelSpec("Dead letters (1h)",
                   "sum by (service, error_type) (increase(flywheel_dead_letters_total[1h]))",
                   "{{service}} {{error_type}}"),
+        PanelSpec("Dead letters by source topic (10m)", DEAD_LETTERS_10M, "{{service}} {{source_topic}}"),
+        PanelSpec("Publish retries per second (broker failures waited out)",
+                  "sum by (topic) (rate(flywheel_monitor_publish_retries_total[5m]))", "{{topic}}", "ops"),
         PanelSpec("Resident memory", f"process_resident_memory_bytes{{{JOB}}}", "{{instance}}", "bytes"),
         PanelSpec("CPU", f"rate(process_cpu_seconds_total{{{JOB}}}[5m])", "{{instance}}", "percentunit"),
     ]),

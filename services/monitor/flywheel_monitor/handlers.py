@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
 
+from flywheel.catalogue import dead_letter_topic
 from flywheel.codec import AvroCodec, Decoded
+from flywheel.deadletter import SourceRecord
 from flywheel.errors import CodecError, InvalidEvent
 from flywheel.events import ids, now_ms, to_millis
-from flywheel.faust_app import DeadLetters, raw_topics, source_of
+from flywheel.faust_app import DeadLetters, decode_or_dead_letter, raw_topics, source_of
 from flywheel_monitor import metrics as m
 from flywheel_monitor.core import Assessment, MonitorCore
 from flywheel_monitor.decoding import MillisDecoder
@@ -30,11 +34,36 @@ RUN_STATUS = {"flywheel.TrainingRunStarted": "started", "flywheel.TrainingRunSuc
               "flywheel.TrainingRunFailed": "failed", "flywheel.TrainingRunSuperseded": "superseded"}
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between attempts of a failing publish: `initial_s`, doubling, capped at `max_s`; no give-up."""
+
+    initial_s: float = 0.2
+    max_s: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_s
+        while True:
+            yield delay
+            delay = min(delay * 2, self.max_s)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A publish failure that no retry can cure: the record itself does not encode, or the broker says it is
+    too large. Everything else (timeouts, connection errors, a broker away) is worth waiting out."""
+    return isinstance(exc, CodecError | MessageSizeTooLargeError)
+
+
 class MonitorHandlers:
     def __init__(self, core: MonitorCore, publisher: Publisher, dead_letters: DeadLetters, service: str,
-                 max_models: int) -> None:
+                 max_models: int, backoff: Backoff | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.core, self.publisher, self.dead_letters = core, publisher, dead_letters
         self.service = service
+        self.backoff, self.sleep = backoff or Backoff(), sleep
+        self._dead_letter_topic = dead_letter_topic(service).name
+        for topic_name in (RETRAIN_TOPIC, self._dead_letter_topic):  # zero series: the first retry shows in rate()
+            m.PUBLISH_RETRIES.labels(topic_name)
         self.model_label = m.ModelLabels(max_models)
         # per-event metric children, looked up once: event name -> (kind, events, processing)
         self._kinds: dict[str, tuple[str, Any, Any]] = {}
@@ -42,18 +71,58 @@ class MonitorHandlers:
         self._series: dict[tuple[str, str], m.RuleSeries] = {}
 
     async def handle(self, message: Any, event: Decoded) -> None:
-        """One decoded event; anything it cannot process goes to the dead-letter topic, never up."""
+        """One decoded event. Bad input (a CodecError, or any error while interpreting this record) goes to
+        the dead-letter topic; a failing publish is retried here until it succeeds, so the stream waits at
+        this record rather than lose its effect or dead-letter a good record."""
         kind, events, processing = self._kinds.get(event.name) or self._kind(event.name)
         started = time.perf_counter()
         events.inc()
         try:
             await self._dispatch(event)
-        except InvalidEvent as exc:
-            await self.dead_letters.send(source_of(message), exc)
+        except CodecError as exc:
+            await self.dead_letter(message, exc, event.record)
         except Exception as exc:  # a bug on one record must not stop the stream; keep the record to replay
             log.exception("failed to process %s", kind, extra=ids(event.record))
-            await self.dead_letters.send(source_of(message), exc)
+            await self.dead_letter(message, exc, event.record)
         processing.observe(time.perf_counter() - started)
+
+    async def dead_letter(self, message: Any, error: BaseException,
+                          record: dict[str, Any] | None = None) -> None:
+        """Send `message` to the dead-letter topic, retrying while the broker fails. A dead letter the broker
+        can never take (too large) is logged with where the record stays, and the stream goes on."""
+        await self.send_dead_letter(source_of(message), error, ids(record or {}))
+
+    async def send_dead_letter(self, source: SourceRecord, error: BaseException,
+                               context: dict[str, Any] | None = None) -> None:
+        context = {**(context or {}), "source_topic": source.topic, "source_partition": source.partition,
+                   "source_offset": source.offset}
+        try:
+            await self._retrying(lambda: self.dead_letters.send(source, error), self._dead_letter_topic,
+                                 context)
+        except Exception as exc:
+            log.error("cannot dead-letter %s/%s@%s (%r); the record stays there", source.topic,
+                      source.partition, source.offset, exc,
+                      extra={**context, "error_type": type(exc).__name__})
+
+    async def publish(self, topic_name: str, record: dict[str, Any]) -> None:
+        """Publish and wait for the broker's ack (so a failed delivery is seen), retrying transient failures
+        with capped backoff; raises only for a permanent one (is_permanent)."""
+        await self._retrying(lambda: self.publisher.publish(topic_name, record, acked=True), topic_name,
+                             {**ids(record), "causation_id": record["envelope"]["causation_id"]})
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[None]], topic_name: str,
+                        context: dict[str, Any]) -> None:
+        for tries, delay in enumerate(self.backoff.delays(), start=1):
+            try:
+                await attempt()
+                return
+            except Exception as exc:
+                if is_permanent(exc):
+                    raise
+                m.PUBLISH_RETRIES.labels(topic_name).inc()
+                log.warning("publishing to %s failed (attempt %d: %r); retrying in %.1f s", topic_name, tries,
+                            exc, delay, extra={**context, "error_type": type(exc).__name__})
+            await self.sleep(delay)
 
     def _kind(self, name: str) -> tuple[str, Any, Any]:
         kind = name.rsplit(".", 1)[-1]
@@ -82,7 +151,7 @@ class MonitorHandlers:
         self._export(model, assessment)
         for decision in assessment.triggers:  # only here, when a rule fires, does the hot path publish
             retrain = retrain_requested(decision, record["envelope"], self.core.rules, self.service)
-            await self.publisher.publish(RETRAIN_TOPIC, retrain)
+            await self.publish(RETRAIN_TOPIC, retrain)
             m.TRIGGERS.labels(model, decision.rule.name, decision.kind).inc()
             m.BREACH_TO_TRIGGER.observe(max(0, now_ms() - to_millis(record["envelope"]["occurred_at"])) / 1000)
             log.info("retrain requested: %s", retrain["detail"],
@@ -119,18 +188,26 @@ class MonitorHandlers:
             m.RUN_DURATION.labels(status).observe(record["duration_seconds"])
 
 
-async def consume(stream: Any, decoder: MillisDecoder, dead_letters: DeadLetters,
+class RetryingDeadLetters:
+    """The DeadLetters interface (`service`, `send`) over MonitorHandlers.send_dead_letter, which retries."""
+
+    def __init__(self, handlers: MonitorHandlers) -> None:
+        self.service = handlers.service
+        self.send = handlers.send_dead_letter
+
+
+async def consume(stream: Any, decoder: MillisDecoder, handlers: MonitorHandlers,
                   handle: Callable[[Any, Decoded], Awaitable[None]]) -> None:
     """Decode each record of a raw stream and hand it to `handle`; undecodable or wrong-schema records go to
-    the dead-letter topic. (One loop, not an async generator in front of the agent: a hop less per event.)"""
+    the dead-letter topic, and a record that meets an unavailable schema registry is retried in place
+    (flywheel.faust_app.decode_or_dead_letter). (One loop, not an async generator in front of the agent: a
+    hop less per event.)"""
+    dead_letters, registry = RetryingDeadLetters(handlers), decoder.codec.registry
     async for event in stream.events():
         message = event.message
-        try:
-            item = decoder.decode_for_topic(message.topic, message.value)
-        except CodecError as exc:
-            await dead_letters.send(source_of(message), exc)
-            continue
-        await handle(message, item)
+        item = await decode_or_dead_letter(message, decoder.decode_for_topic, registry, dead_letters)
+        if item is not None:
+            await handle(message, item)
 
 
 def register(app: faust.App, settings: MonitorSettings, codec: AvroCodec, handlers: MonitorHandlers,
@@ -140,13 +217,20 @@ def register(app: faust.App, settings: MonitorSettings, codec: AvroCodec, handle
     async def recover_state() -> None:
         if not settings.recover_on_start:
             return
-        loop = asyncio.get_running_loop()
-        models, triggers = await loop.run_in_executor(None, recover, handlers.core, settings, codec,
-                                                      handlers.service)
+        loop, pause = asyncio.get_running_loop(), 1.0
+        while True:  # without its registrations the monitor would refuse every metric as unknown: wait
+            try:
+                models, triggers = await loop.run_in_executor(None, recover, handlers.core, settings, codec,
+                                                              handlers.service)
+                break
+            except Exception:  # the broker still starting, the registry unavailable: both pass
+                log.exception("recovering state from the event log failed; retrying in %.0f s", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
         m.KNOWN_MODELS.set(len(handlers.core.models))
         log.info("recovered state", extra={"models": models, "retrain_requests": triggers})
 
     @app.agent(raw_topics(app, CONSUMES))
     async def monitor(stream: faust.StreamT) -> None:
         await recover_state()  # before the first event, so known models and cooldowns are in place
-        await consume(stream, decoder, handlers.dead_letters, handlers.handle)
+        await consume(stream, decoder, handlers, handlers.handle)

@@ -27,8 +27,11 @@ BREACHES = Counter("flywheel_monitor_breaches_total", "Rule evaluations that bre
 TRIGGERS = Counter("flywheel_monitor_retrain_triggers_total", "RetrainRequested events emitted",
                    ["model", "rule", "trigger"])
 IGNORED = Counter("flywheel_monitor_observations_ignored_total",
-                  "Metric events not folded into any window, by reason (e.g. about a replaced model version)",
+                  "Metric events not folded into any window, by reason (replaced_version, unwatched_metric)",
                   ["reason"])
+PUBLISH_RETRIES = Counter("flywheel_monitor_publish_retries_total",
+                          "Failed publishes retried (the stream waits at the record meanwhile), by topic",
+                          ["topic"])
 KNOWN_MODELS = Gauge("flywheel_monitor_known_models", "Models with a registered version")
 PROCESSING = Histogram("flywheel_monitor_processing_seconds", "Time to decode, window and evaluate one event",
                        ["event"], buckets=LATENCY_BUCKETS)

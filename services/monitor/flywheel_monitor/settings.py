@@ -22,6 +22,15 @@ class MonitorSettings(FlywheelSettings):
     # Rebuild known models and cooldowns from the topics before consuming (changelogs are unreliable on Tansu).
     recover_on_start: bool = True
     recovery_timeout_s: float = Field(default=30.0, gt=0)
+    # A ModelMetricsObserved whose window_end is further ahead of this service's clock is dead-lettered
+    # (event time from the future would make every honest window count as late).
+    max_clock_skew_s: float = Field(default=300.0, ge=0)
+    # ...and so is one whose window (window_end - window_start) is longer than this.
+    max_observation_window_s: float = Field(default=86_400.0, gt=0)
+    # Publishing a RetrainRequested or a dead letter that fails (broker down, timeout) is retried, holding the
+    # stream at that record: first after this long, doubling up to the cap, until it succeeds.
+    publish_retry_initial_s: float = Field(default=0.2, gt=0)
+    publish_retry_max_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod
