@@ -1,4 +1,4 @@
-"""`flywheel` command line: topics, produce, retrain, tail; stack, up and demo where flywheel-dev is installed.
+"""`flywheel` command line: topics, produce, retrain, tail, dlq; stack, up and demo where flywheel-dev is installed.
 
 Also `python -m flywheel`."""
 
@@ -11,11 +11,11 @@ import time
 from importlib.metadata import entry_points
 from typing import Any
 
-from flywheel import catalogue
+from flywheel import catalogue, dlq
 from flywheel.bootstrap import build_codec
 from flywheel.clistyle import paint
-from flywheel.errors import FlywheelError, InvalidEvent
-from flywheel.events import envelope, jsonable
+from flywheel.errors import FlywheelError, InvalidEvent, RegistryUnavailable
+from flywheel.events import envelope, jsonable, now_ms
 from flywheel.publish import KafkaPublisher
 from flywheel.records import apply_assignment, with_defaults
 from flywheel.settings import FlywheelSettings
@@ -132,6 +132,129 @@ def cmd_tail(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     return 0
 
 
+def _dlq_filter(args: argparse.Namespace) -> dlq.Filter:
+    now = now_ms()
+    ids = tuple(getattr(args, "ids", None) or ())
+    topics = dlq.topics_for(args.topic or (), args.service or ())
+    if ids:
+        topics = tuple(dict.fromkeys(dlq.parse_id(x)[0] for x in ids))
+    return dlq.Filter(
+        topics=topics, ids=ids, source_topic=args.source_topic, reason=args.reason, error_type=args.error_type,
+        since_ms=dlq.parse_time(args.since, now) if args.since else None,
+        until_ms=dlq.parse_time(args.until, now) if args.until else None)
+
+
+def _dlq_find(args: argparse.Namespace, settings: FlywheelSettings, codec: Any, flt: dlq.Filter) -> dlq.Found:
+    found = dlq.find(settings, codec, flt, timeout_s=args.timeout)
+    for problem in found.unreadable:
+        print(paint(f"not a readable dead letter: {problem}", "dim"), file=sys.stderr)
+    if not found.complete:
+        print(f"flywheel dlq: the dead-letter topics were not read to their end within {args.timeout:.0f}s; "
+              "the list may be short", file=sys.stderr)
+    return found
+
+
+def cmd_dlq(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    """Dead letters: list and show them with filters, replay the ones whose bytes now validate."""
+    codec = build_codec(settings)
+    try:
+        if args.dlq_command == "show":
+            dlq.parse_id(args.id)
+            args.ids, args.topic, args.service = [args.id], None, None
+            args.source_topic = args.reason = args.error_type = args.since = args.until = None
+        elif args.dlq_command == "replay" and not (args.ids or args.topic or args.service or args.source_topic
+                                                   or args.reason or args.error_type or args.since or args.until
+                                                   or args.all):
+            raise ValueError("name the dead letters to replay (IDs from `flywheel dlq list`), a filter, or --all")
+        flt = _dlq_filter(args)
+    except (ValueError, KeyError) as exc:
+        print(f"flywheel dlq {args.dlq_command}: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        found = _dlq_find(args, settings, codec, flt)
+        return _DLQ_COMMANDS[args.dlq_command](args, settings, codec, found.letters)
+    except RegistryUnavailable as exc:
+        print(f"flywheel dlq {args.dlq_command}: {exc}; nothing more was done, try again", file=sys.stderr)
+        return 1
+
+
+def _dlq_list(args: argparse.Namespace, settings: FlywheelSettings, codec: Any, letters: list[dlq.Letter]) -> int:
+    rows = [dlq.summary(x) for x in letters]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    table = [("ID", "DEAD-LETTERED AT", "SOURCE", "ERROR", "REASON")]
+    table += [(x.id, r["dead_lettered_at"], x.source, r["error_type"], _clip(r["reason"], 80))
+              for x, r in zip(letters, rows, strict=True)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for n, row in enumerate(table):
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        print(paint(line, "bold") if n == 0 else line)
+    print(paint(f"{len(letters)} dead letter(s)", "dim"))
+    return 0
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _dlq_show(args: argparse.Namespace, settings: FlywheelSettings, codec: Any, letters: list[dlq.Letter]) -> int:
+    if not letters:
+        print(f"flywheel dlq show: no dead letter {args.id}", file=sys.stderr)
+        return 1
+    print(json.dumps(dlq.describe(codec, letters[0]), indent=2))
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace, settings: FlywheelSettings, codec: Any,
+                letters: list[dlq.Letter]) -> int:
+    missing = [x for x in args.ids if x not in {letter.id for letter in letters}]
+    for name in missing:
+        print(json.dumps({"id": name, "action": "refused", "detail": "no such dead letter (or it does not "
+                          "match the filters)", "target": None}))
+    outcomes = dlq.replay(settings, codec, letters, timeout_s=args.timeout, dry_run=args.dry_run)
+    for outcome in outcomes:
+        line = json.dumps(outcome.line())
+        print(paint(line, "red") if outcome.action in ("refused", "failed") else line, flush=True)
+    counts = {action: sum(o.action == action for o in outcomes)
+              for action in ("replayed", "would-replay", "skipped", "refused", "failed")}
+    counts["refused"] += len(missing)
+    print(paint(", ".join(f"{n} {action}" for action, n in counts.items() if n) or "nothing to replay", "dim"),
+          file=sys.stderr)
+    return 1 if counts["refused"] or counts["failed"] else 0
+
+
+_DLQ_COMMANDS = {"list": _dlq_list, "show": _dlq_show, "replay": _dlq_replay}
+
+
+def _dlq_parser(sub: Any) -> None:
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument("--topic", action="append", metavar="DLQ_TOPIC",
+                         help="a dead-letter topic, e.g. monitor.dead-letter (repeatable; default: all)")
+    filters.add_argument("--service", action="append", help="the service whose dead letters (repeatable)")
+    filters.add_argument("--source-topic", help="only records dead-lettered from this topic")
+    filters.add_argument("--reason", help="only reasons containing this text (any case)")
+    filters.add_argument("--error-type", help="only this error type, e.g. UndecodableRecord")
+    filters.add_argument("--since", help="dead-lettered at or after: ISO-8601 time or an age (90s, 15m, 2h, 7d)")
+    filters.add_argument("--until", help="dead-lettered before: ISO-8601 time or an age")
+    timeout = argparse.ArgumentParser(add_help=False)
+    timeout.add_argument("--timeout", type=float, default=30.0, help="seconds to read each topic to its end")
+    dlq_cmd = sub.add_parser("dlq", help="dead letters: list, show, replay")
+    dlq_cmd.set_defaults(func=cmd_dlq)
+    dsub = dlq_cmd.add_subparsers(dest="dlq_command", required=True)
+    listing = dsub.add_parser("list", parents=[filters, timeout], help="dead letters, oldest first")
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    show = dsub.add_parser("show", parents=[timeout], help="one dead letter with its original value decoded")
+    show.add_argument("id", help="TOPIC/PARTITION/OFFSET, as `flywheel dlq list` prints it")
+    replay = dsub.add_parser("replay", parents=[filters, timeout],
+                             help="re-produce dead letters whose bytes now validate (idempotent)")
+    replay.add_argument("ids", nargs="*", metavar="ID", help="TOPIC/PARTITION/OFFSET (else: every match)")
+    replay.add_argument("--all", action="store_true", help="every dead letter (needed when no ID and no filter is given)")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be replayed; produce nothing")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="flywheel", description="Flywheel event-driven MLOps platform")
     sub = root.add_subparsers(dest="command", required=True)
@@ -154,6 +277,7 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--n", type=int, default=None, help="stop after N records")
     tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
+    _dlq_parser(sub)
     for entry in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
         entry.load()(sub)  # flywheel-dev's stack, up and demo, where it is installed
     return root

@@ -1,4 +1,4 @@
-"""Typed errors that the dead-letter helper turns into DeadLetter events."""
+"""Typed errors: CodecErrors the dead-letter helper turns into DeadLetter events, and the ones retried instead."""
 
 from __future__ import annotations
 
@@ -25,3 +25,9 @@ class InvalidEvent(CodecError):
 
 class UnknownEventType(FlywheelError):
     """An event name that has no schema in schemas/."""
+
+
+class RegistryUnavailable(FlywheelError):
+    """The schema registry could not answer (throttled, failing or denying access): retry the record later.
+
+    Not a CodecError: the bytes may be fine, so the record is retried, never dead-lettered."""

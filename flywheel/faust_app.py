@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -14,10 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from flywheel.catalogue import TopicSpec, dead_letter_topic, produced_by, topic
 from flywheel.codec import AvroCodec, Decoded
 from flywheel.deadletter import SourceRecord, dead_letter
-from flywheel.errors import CodecError, InvalidEvent
+from flywheel.errors import CodecError, InvalidEvent, RegistryUnavailable
 from flywheel.events import ids
 from flywheel.msk import faust_auth
 from flywheel.publish import TopicEncoder
+from flywheel.registry import SchemaRegistry
 from flywheel.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 TRANSPORT_SCHEME = "flywheel"
 DEAD_LETTERS = Counter("flywheel_dead_letters_total", "Records sent to a dead-letter topic",
                        ["service", "source_topic", "error_type"])
+REGISTRY_WAITS = Counter("flywheel_registry_unavailable_total",
+                         "Times a record waited for an unavailable schema registry (it is retried, not dead-lettered)",
+                         ["service", "source_topic"])
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -136,10 +142,11 @@ class DeadLetters:
 
     async def send(self, source: SourceRecord, error: BaseException) -> None:
         record = dead_letter(source, error, self.service)
+        await self.publisher.publish(self.topic, record)
+        # Counted once it is handed to the producer: a send that fails and is retried counts once.
         DEAD_LETTERS.labels(self.service, source.topic, type(error).__name__).inc()
         log.warning("dead-lettered %s/%s@%s: %s", source.topic, source.partition, source.offset, error,
                     extra={**ids(record), "error_type": type(error).__name__})
-        await self.publisher.publish(self.topic, record)
 
 
 def source_of(message: Any) -> SourceRecord:
@@ -155,13 +162,58 @@ def decode_for_topic(codec: AvroCodec, topic_name: str, value: bytes) -> Decoded
     return item
 
 
-async def decoded(stream: Any, codec: AvroCodec, dead_letters: DeadLetters) -> AsyncIterator[tuple[Any, Decoded]]:
-    """Decode each record of a raw stream; undecodable or wrong-schema ones go to the dead-letter topic."""
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff between retries of one record while the schema registry is unavailable."""
+
+    first_s: float = 0.5
+    max_s: float = 30.0
+
+    def after(self, attempt: int) -> float:
+        return min(self.first_s * 2 ** (attempt - 1), self.max_s)
+
+
+REGISTRY_BACKOFF = Backoff()
+
+
+async def decode_or_dead_letter(message: Any, decode: Callable[[str, Any], Decoded], registry: SchemaRegistry,
+                                dead_letters: DeadLetters, backoff: Backoff = REGISTRY_BACKOFF) -> Decoded | None:
+    """Decode one message with `decode(topic, value)`: the Decoded, or None once it was dead-lettered.
+
+    Bad bytes (a CodecError) go to the dead-letter topic. An unavailable or access-denying registry
+    (RegistryUnavailable) says nothing about the bytes: the same record is retried with capped backoff until
+    the registry answers, so it is neither lost nor dead-lettered and the stream does not move past it. A
+    lookup that needs a remote call runs in a thread, off the event loop."""
+    attempt = 0
+    while True:
+        try:
+            try:
+                if registry.resolves_locally(message.value):
+                    return decode(message.topic, message.value)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, decode, message.topic, message.value)
+            except CodecError as exc:
+                await dead_letters.send(source_of(message), exc)  # may need the registry too
+                return None
+        except RegistryUnavailable as exc:
+            attempt += 1
+            delay = backoff.after(attempt)
+            REGISTRY_WAITS.labels(dead_letters.service, message.topic).inc()
+            log.warning("schema registry unavailable for %s/%s@%s, retrying in %.1fs (attempt %d): %s",
+                        message.topic, message.partition, message.offset, delay, attempt, exc)
+            await asyncio.sleep(delay)
+
+
+async def decoded(stream: Any, codec: AvroCodec, dead_letters: DeadLetters,
+                  backoff: Backoff = REGISTRY_BACKOFF) -> AsyncIterator[tuple[Any, Decoded]]:
+    """Decode each record of a raw stream; undecodable or wrong-schema ones go to the dead-letter topic, and
+    a record that meets an unavailable registry is retried in place (see `decode_or_dead_letter`)."""
+
+    def decode(topic_name: str, value: Any) -> Decoded:
+        return decode_for_topic(codec, topic_name, value)
+
     async for event in stream.events():
         message = event.message
-        try:
-            item = decode_for_topic(codec, message.topic, message.value)
-        except CodecError as exc:
-            await dead_letters.send(source_of(message), exc)
-            continue
-        yield message, item
+        item = await decode_or_dead_letter(message, decode, codec.registry, dead_letters, backoff)
+        if item is not None:
+            yield message, item

@@ -24,6 +24,13 @@ from flywheel.settings import FlywheelSettings
 
 log = logging.getLogger(__name__)
 
+GROUP_PREFIX = "flywheel-"  # Faust apps are flywheel-<service>; readers flywheel-<reader>-<hex>
+
+
+def group_id(reader: str) -> str:
+    """A fresh group id for one read. Name readers `<service>-<purpose>`: IAM grants flywheel-<service>-*."""
+    return f"{GROUP_PREFIX}{reader}-{uuid.uuid4().hex[:12]}"
+
 
 @dataclass
 class Replay:
@@ -49,7 +56,7 @@ def read_to_end(settings: FlywheelSettings, codec: AvroCodec, topics: Iterable[s
     from confluent_kafka import Consumer  # services that never replay do not load the client
 
     names = tuple(topics)
-    config = confluent_consumer_config(settings, f"flywheel-{reader}-{uuid.uuid4().hex[:12]}", from_beginning=True)
+    config = confluent_consumer_config(settings, group_id(reader), from_beginning=True)
     consumer = Consumer(config)  # assign(), never subscribe(): no group join, no committed offsets
     try:
         ends = _assign(consumer, names)
@@ -113,8 +120,7 @@ def watch(settings: FlywheelSettings, topics: Iterable[str], *, from_beginning: 
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
     names = list(topics)
-    config = confluent_consumer_config(settings, f"flywheel-{reader}-{uuid.uuid4().hex[:12]}",
-                                       from_beginning=from_beginning)
+    config = confluent_consumer_config(settings, group_id(reader), from_beginning=from_beginning)
     consumer = Consumer(config)
     try:
         if subscribe:

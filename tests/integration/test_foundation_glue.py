@@ -8,8 +8,11 @@ import uuid
 import pytest
 
 from flywheel.bootstrap import aws_client, build_codec
+from flywheel.codec import AvroCodec
 from flywheel.errors import UnknownSchemaId
 from flywheel.events import envelope
+from flywheel.registry import GlueRegistry
+from flywheel.schemas import SchemaSet
 from flywheel.settings import FlywheelSettings
 
 
@@ -61,3 +64,23 @@ def test_unknown_and_foreign_schema_versions_are_codec_errors(settings: Flywheel
             {"type": "record", "name": "Invoice", "namespace": "billing", "fields": [{"name": "n", "type": "int"}]}))
     with pytest.raises(UnknownSchemaId, match="billing.Invoice, not a Flywheel event"):
         codec.decode(b"\x03\x00" + uuid.UUID(foreign["SchemaVersionId"]).bytes + b"\x02")
+
+
+def test_a_flood_of_records_with_one_unknown_version_makes_one_glue_call_per_ttl(
+        settings: FlywheelSettings) -> None:
+    glue = aws_client(settings, "glue")
+    sent: list[str] = []  # every HTTP request to Glue (moto), retries included
+    glue.meta.events.register("before-send.glue.GetSchemaVersion", lambda **_: sent.append("GetSchemaVersion"))
+    now = [0.0]
+    codec = AvroCodec(GlueRegistry(SchemaSet(settings.schema_dir), glue, settings.glue_registry_name,
+                                   miss_ttl_s=30.0, clock=lambda: now[0]))
+    body = codec.encode("RetrainRequested", record())[18:]
+    unknown = b"\x03\x00" + uuid.uuid4().bytes + body
+    for _ in range(200):
+        with pytest.raises(UnknownSchemaId, match="is not in Glue registry"):
+            codec.decode(unknown)
+    assert sent == ["GetSchemaVersion"]
+    now[0] = 30.0
+    with pytest.raises(UnknownSchemaId):
+        codec.decode(unknown)
+    assert len(sent) == 2, "after the TTL Glue is asked again"
