@@ -123,6 +123,8 @@ def test_training_image_follows_the_sagemaker_contract() -> None:
     assert 'CMD ["train"]' in text and "/usr/local/bin/train" in text and "ENTRYPOINT" not in text
     assert "services/training/requirements.txt" in text and "SM_MODEL_DIR=/opt/ml/model" in text
     assert (REPO / "services" / "training" / "train.py").is_file()
+    # train.py reads data with flywheel.datareader: the core is installed, without its dependencies
+    assert "COPY flywheel/ /src/flywheel/" in text and "pip install --no-deps /src" in text
 
 
 def test_dockerignore_allows_only_what_images_need() -> None:

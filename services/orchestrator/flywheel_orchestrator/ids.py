@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+RUN_ID_PREFIX = "fw-"  # every run id and SageMaker job name starts with it (IAM grants training-job/fw-*)
 _KIND_CODE = {"NEW_DATA": "data", "METRIC_BREACH": "metric", "DRIFT": "drift", "MANUAL": "manual"}
 MAX_JOB_NAME = 63  # SageMaker: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$
 
@@ -21,7 +22,7 @@ def run_id(model_id: str, dataset_version_id: str, kind: str, attempt: int = 1) 
     ended (a second manual retrain); the count comes from the event log, so it is deterministic too.
     """
     digest = hashlib.sha256(f"{model_id}\0{dataset_version_id}\0{kind}\0{attempt}".encode()).hexdigest()[:12]
-    name = f"fw-{slug(model_id, 32)}-{_KIND_CODE.get(kind, 'run')}-{digest}"
+    name = f"{RUN_ID_PREFIX}{slug(model_id, 32)}-{_KIND_CODE.get(kind, 'run')}-{digest}"
     assert len(name) <= MAX_JOB_NAME and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name), name
     return name
 

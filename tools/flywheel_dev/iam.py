@@ -1,0 +1,330 @@
+"""The IAM documents in deploy/iam, generated from one source.
+
+    python -m flywheel_dev.iam write deploy/iam     # rewrite the documents
+    python -m flywheel_dev.iam check deploy/iam     # exit 1 when a committed document drifted
+
+What each role may touch comes from what the code defines, never from a second hand-written list:
+- the topics from the catalogue (produced_by / consumed_by / replayed_by), the Faust app's internal topics
+  and group (`flywheel-<service>`, `flywheel-<service>-*`) and the start-up readers' groups
+  (`flywheel.topicreader.group_id`: readers are named `<service>-<purpose>`);
+- buckets, prefixes, the queue, the Glue registry, the SageMaker execution role and the training image
+  from each service's settings as the EKS overlay configures them (its ConfigMaps, rendered with kustomize,
+  over the settings' defaults);
+- run and job names from the orchestrator's ids (`RUN_ID_PREFIX`, `output_prefix`), dataset, manifest and
+  state keys from ingest's settings (its prefixes) and ids.
+
+The account, region and MSK cluster come from the overlay too (the execution role ARN, FLYWHEEL_AWS_REGION,
+the MSK bootstrap host); the EKS OIDC provider id is a placeholder to replace with the cluster's.
+tests/deploy/test_deploy_iam_names.py checks the documents against the names the code really generates.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flywheel.catalogue import RUNNING_SERVICES, Service, consumed_by, produced_by, replayed_by
+from flywheel.settings import FlywheelSettings
+from flywheel.topicreader import GROUP_PREFIX
+from flywheel_dev import deploy_check
+from flywheel_ingest.settings import IngestSettings
+from flywheel_monitor.settings import MonitorSettings
+from flywheel_orchestrator.ids import RUN_ID_PREFIX, output_prefix
+from flywheel_orchestrator.settings import LauncherKind, OrchestratorSettings
+
+OVERLAY = "eks"
+# Replace with your cluster's OIDC provider id (aws eks describe-cluster ... identity.oidc.issuer).
+OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
+SETTINGS: dict[str, type[FlywheelSettings]] = {
+    Service.INGEST: IngestSettings, Service.ORCHESTRATOR: OrchestratorSettings, Service.MONITOR: MonitorSettings}
+
+# Key layout under a run's prefix (ids.output_prefix): what the orchestrator and SageMaker write there.
+RUN_INPUT = "input/"  # the pinned train channel: object copies and the SageMaker manifest file (launcher)
+RUN_REGISTRATION = "registration.json"  # the registered version's record (workflow.register)
+RUN_OUTPUT = "output/"  # SageMaker's own layout: <S3OutputPath><job name>/output/model.tar.gz, output.tar.gz
+RUN_CHECKPOINTS = "checkpoints/"  # spot checkpoints (launcher's CheckpointConfig)
+
+KAFKA_TOPIC_ADMIN = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic",
+                     "kafka-cluster:DescribeTopicDynamicConfiguration"]
+GLUE_ACTIONS = ["glue:GetRegistry", "glue:CreateRegistry", "glue:GetSchema", "glue:CreateSchema",
+                "glue:GetSchemaByDefinition", "glue:GetSchemaVersion", "glue:RegisterSchemaVersion"]
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """One service as the overlay runs it: its settings, and the ServiceAccount its pods run as."""
+
+    service: str
+    settings: Any
+    namespace: str
+    service_account: str
+
+    @property
+    def role(self) -> str:
+        return self.service_account  # one IAM role per ServiceAccount, named alike (irsa.yaml)
+
+
+def _only_init(cls: type[FlywheelSettings]) -> type[FlywheelSettings]:
+    """The settings class reading only what it is given (no FLYWHEEL_* of the shell running the tool)."""
+
+    class FromOverlay(cls):  # type: ignore[valid-type, misc]
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, **rest: Any) -> tuple[Any, ...]:
+            return (init_settings,)
+
+    return FromOverlay
+
+
+def deployed(objects: list[dict[str, Any]] | None = None) -> dict[str, Deployed]:
+    """Each running service's settings from the overlay's rendered ConfigMaps (over the defaults)."""
+    objects = deploy_check.render_overlay(OVERLAY) if objects is None else objects
+    maps = {o["metadata"]["name"]: o.get("data") or {} for o in objects if o["kind"] == "ConfigMap"}
+    found = {}
+    for o in objects:
+        name = o["metadata"]["name"]
+        service = name.removeprefix(GROUP_PREFIX)
+        if o["kind"] != "Deployment" or service not in RUNNING_SERVICES:
+            continue
+        pod = o["spec"]["template"]["spec"]
+        (container,) = [c for c in pod["containers"] if c["name"] == service] or pod["containers"][:1]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            env |= maps[source["configMapRef"]["name"]]
+        env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        values = {k.removeprefix("FLYWHEEL_").lower(): v for k, v in env.items() if k.startswith("FLYWHEEL_")}
+        found[service] = Deployed(service, _only_init(SETTINGS[service])(**values), o["metadata"]["namespace"],
+                                  pod["serviceAccountName"])
+    missing = set(RUNNING_SERVICES) - set(found)
+    if missing:
+        raise ValueError(f"the {OVERLAY} overlay runs no Deployment for {sorted(missing)}")
+    return found
+
+
+@dataclass(frozen=True)
+class Place:
+    """Account, region and MSK cluster the overlay points at."""
+
+    account: str
+    region: str
+    cluster: str
+
+    @classmethod
+    def of(cls, services: dict[str, Deployed]) -> Place:
+        orch = services[Service.ORCHESTRATOR].settings
+        account = orch.sagemaker_role_arn.split(":")[4]
+        host = orch.kafka_bootstrap.split(",")[0]
+        # MSK broker hosts are b-<n>.<cluster name>.<id>.c<n>.kafka.<region>.amazonaws.com
+        cluster = host.split(".")[1] if ".kafka." in host else "*"
+        return cls(account, orch.aws_region, cluster)
+
+    def kafka(self, kind: str, name: str) -> str:
+        return f"arn:aws:kafka:{self.region}:{self.account}:{kind}/{self.cluster}/*/{name}"
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
+
+
+def s3(bucket: str, key: str | None = None) -> str:
+    return f"arn:aws:s3:::{bucket}" + ("" if key is None else f"/{key}")
+
+
+def statement(sid: str, actions: list[str], resources: list[str], **extra: Any) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions,
+            "Resource": resources[0] if len(resources) == 1 else resources, **extra}
+
+
+def faust_app_id(service: str) -> str:
+    return f"{GROUP_PREFIX}{service}"  # flywheel.faust_app.make_app names its app (and group) so
+
+
+def run_prefix_pattern() -> str:
+    """Every run's key prefix in the artifact bucket: models/*/fw-*/."""
+    return output_prefix("*", f"{RUN_ID_PREFIX}*")
+
+
+def kafka_statements(place: Place, service: str) -> list[dict[str, Any]]:
+    internal = place.kafka("topic", f"{faust_app_id(service)}-*")  # Faust's changelog/leader topics
+    produced = [place.kafka("topic", t) for t in sorted(produced_by(service))]
+    read = [place.kafka("topic", t) for t in sorted({*consumed_by(service), *replayed_by(service)})]
+    groups = [place.kafka("group", faust_app_id(service)),  # the Faust app's group
+              place.kafka("group", f"{faust_app_id(service)}-*")]  # its readers: topicreader.group_id
+    return [
+        statement("ConnectToMsk", ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
+                  [place.kafka("cluster", "").rstrip("/")]),
+        statement("DeclareAndDescribeItsTopics", KAFKA_TOPIC_ADMIN, sorted({*produced, *read}) + [internal]),
+        statement("WriteProducedTopics", ["kafka-cluster:WriteData"], [*produced, internal]),
+        statement("ReadConsumedAndReplayedTopics", ["kafka-cluster:ReadData"], [*read, internal]),
+        statement("UseOwnConsumerGroups", ["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"], groups),
+    ]
+
+
+def glue_statement(place: Place, settings: FlywheelSettings) -> dict[str, Any]:
+    name = settings.glue_registry_name
+    return statement("GlueSchemaRegistry", GLUE_ACTIONS,
+                     [place.arn("glue", f"registry/{name}"), place.arn("glue", f"schema/{name}/*")])
+
+
+def ingest_policy(place: Place, s: IngestSettings) -> dict[str, Any]:
+    own = [s.manifest_prefix, s.state_prefix]
+    queue = (s.notification_queue_url or "").rstrip("/").rsplit("/", 2)
+    sts = [
+        statement("ListDataBucket", ["s3:ListBucket"], [s3(s.data_bucket)]),
+        statement("ReadDatasetsManifestsAndState", ["s3:GetObject"],
+                  [s3(s.data_bucket, f"{p}*") for p in [*s.dataset_prefixes, *own]]),
+        statement("WriteManifestsAndState", ["s3:PutObject"], [s3(s.data_bucket, f"{p}*") for p in own]),
+    ]
+    if s.notification_queue_url:  # https://sqs.<region>.amazonaws.com/<account>/<queue>
+        sts.append(statement("ConsumeS3Notifications",
+                             ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                              "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                             [f"arn:aws:sqs:{place.region}:{queue[1]}:{queue[2]}"]))
+    return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.INGEST), *sts,
+                                                    glue_statement(place, s)]}
+
+
+def orchestrator_policy(place: Place, s: OrchestratorSettings, ingest: IngestSettings) -> dict[str, Any]:
+    run = run_prefix_pattern()
+    sts = [
+        statement("ListBuckets", ["s3:ListBucket"], [s3(s.data_bucket), s3(s.artifact_bucket)]),
+        # Manifests, and the pinned dataset objects it copies into a run's channel (by ETag and version).
+        statement("ReadManifestsAndDatasets", ["s3:GetObject", "s3:GetObjectVersion"],
+                  [s3(s.data_bucket, f"{p}*") for p in [ingest.manifest_prefix, *ingest.dataset_prefixes]]),
+        statement("ReadRunArtifacts", ["s3:GetObject"], [s3(s.artifact_bucket, f"{run}*")]),
+        statement("WriteRunInputsAndRegistrations", ["s3:PutObject"],
+                  [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_REGISTRATION}")]),
+        statement("DropAChangedChannelCopy", ["s3:DeleteObject"], [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*")]),
+    ]
+    if s.launcher is LauncherKind.SAGEMAKER:
+        sts += [
+            statement("RunTrainingJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+                                          "sagemaker:StopTrainingJob", "sagemaker:AddTags"],
+                      [place.arn("sagemaker", f"training-job/{RUN_ID_PREFIX}*")]),
+            statement("PassTheSageMakerExecutionRole", ["iam:PassRole"], [s.sagemaker_role_arn],
+                      Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+        ]
+    return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.ORCHESTRATOR), *sts,
+                                                    glue_statement(place, s)]}
+
+
+def monitor_policy(place: Place, s: MonitorSettings) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.MONITOR),
+                                                    glue_statement(place, s)]}
+
+
+def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[str, Any]:
+    """The role training jobs run as: read its channel, write its outputs, under run-shaped prefixes only.
+
+    One role serves every run, and SageMaker gives the job's session nothing run-specific to scope by, so
+    the grants are per key shape (models/<model>/fw-<run>/output/...), not per run: no job can write a
+    channel (input/), a registration, the data bucket or any key outside a run's output and checkpoints.
+    """
+    run = run_prefix_pattern()
+    reads = [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*")]
+    if s.sagemaker_source_uri:  # script mode: the source bundle
+        reads.append(s3(*s.sagemaker_source_uri.removeprefix("s3://").split("/", 1)))
+    sts = [
+        statement("ListArtifactBucket", ["s3:ListBucket"], [s3(s.artifact_bucket)]),
+        statement("ReadItsChannelAndCheckpoints", ["s3:GetObject"], reads),
+        statement("WriteItsOutputAndCheckpoints", ["s3:PutObject"],
+                  [s3(s.artifact_bucket, f"{run}{RUN_OUTPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*")]),
+    ]
+    image = s.sagemaker_image_uri  # <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>
+    if ".dkr.ecr." in image:
+        host, _, path = image.partition("/")
+        repository = path.split("@")[0].rsplit(":", 1)[0]
+        sts.append(statement("PullTrainingImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                                   "ecr:BatchCheckLayerAvailability"],
+                             [f"arn:aws:ecr:{host.split('.')[3]}:{host.split('.')[0]}:repository/{repository}"]))
+    sts += [
+        statement("EcrLoginHasNoResourceScope", ["ecr:GetAuthorizationToken"], ["*"]),
+        statement("TrainingLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                                   "logs:DescribeLogStreams"],
+                  [place.arn("logs", "log-group:/aws/sagemaker/TrainingJobs*")]),
+        statement("TrainingMetricsHaveNoResourceScope", ["cloudwatch:PutMetricData"], ["*"],
+                  Condition={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs*"}}),
+    ]
+    return {"Version": "2012-10-17", "Statement": sts}
+
+
+def irsa_trust(place: Place, d: Deployed) -> dict[str, Any]:
+    issuer = f"oidc.eks.{place.region}.amazonaws.com/id/{OIDC_ID}"
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": f"arn:aws:iam::{place.account}:oidc-provider/{issuer}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{issuer}:sub": f"system:serviceaccount:{d.namespace}:{d.service_account}",
+                                       f"{issuer}:aud": "sts.amazonaws.com"}},
+    }]}
+
+
+def sagemaker_trust(place: Place) -> dict[str, Any]:
+    # Only this account's training jobs named like a run may assume it (confused-deputy guard).
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Service": "sagemaker.amazonaws.com"},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": place.account},
+                      "ArnLike": {"aws:SourceArn": place.arn("sagemaker", f"training-job/{RUN_ID_PREFIX}*")}},
+    }]}
+
+
+def documents(services: dict[str, Deployed] | None = None) -> dict[str, dict[str, Any]]:
+    """File name -> document, for every role the deployment needs."""
+    services = deployed() if services is None else services
+    place = Place.of(services)
+    ingest, orch, monitor = (services[s] for s in (Service.INGEST, Service.ORCHESTRATOR, Service.MONITOR))
+    docs = {
+        f"{ingest.role}.json": ingest_policy(place, ingest.settings),
+        f"{orch.role}.json": orchestrator_policy(place, orch.settings, ingest.settings),
+        f"{monitor.role}.json": monitor_policy(place, monitor.settings),
+    }
+    for d in (ingest, orch, monitor):
+        docs[f"{d.role}.trust.json"] = irsa_trust(place, d)
+    execution_role = orch.settings.sagemaker_role_arn.rsplit("/", 1)[-1]
+    docs[f"{execution_role}.json"] = sagemaker_execution_policy(place, orch.settings)
+    docs[f"{execution_role}.trust.json"] = sagemaker_trust(place)
+    return docs
+
+
+def render(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def write(folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = documents()
+    for name, doc in docs.items():
+        (folder / name).write_text(render(doc))
+    return sorted(docs)
+
+
+def stale(folder: Path) -> list[str]:
+    """Files that differ from what the generator writes, are missing, or are not generated at all."""
+    docs = documents()
+    changed = [n for n, d in docs.items() if not (folder / n).is_file() or (folder / n).read_text() != render(d)]
+    extra = [p.name for p in folder.glob("*.json") if p.name not in docs]
+    return sorted(changed + extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("write", "check"):
+        print("usage: python -m flywheel_dev.iam write|check <folder>", file=sys.stderr)
+        return 2
+    folder = Path(args[1])
+    if args[0] == "write":
+        for name in write(folder):
+            print(folder / name)
+        return 0
+    drift = stale(folder)
+    for name in drift:
+        print(f"{folder / name}: not what the code generates (python -m flywheel_dev.iam write {folder})",
+              file=sys.stderr)
+    return 1 if drift else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
