@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from flywheel.settings import FlywheelSettings
 from flywheel_dev.datasets import put_dataset
 from flywheel_dev.demodata import make_examples
 from flywheel_dev.harness import orchestrator as seed
+from flywheel_dev.harness.orchestrator import put_container_output
 from flywheel_ingest import ids as ingest_ids
 from flywheel_ingest.layout import ObjectSeen
 from flywheel_orchestrator import events
@@ -229,14 +229,6 @@ def test_a_versioned_bucket_pins_the_version_so_an_overwrite_does_not_reach_the_
     assert seen["channel"]["datasets__m__v1__b.jsonl"] == PUBLISHED["datasets/m/v1/b.jsonl"].decode()
 
 
-def put_container_output(s3, key: str) -> None:
-    metrics = json.dumps({"metrics": {"accuracy": 0.9}, "baseline_metrics": {"accuracy": 0.3}}).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("metrics.json")
-        info.size = len(metrics)
-        tar.addfile(info, io.BytesIO(metrics))
-    s3.put_object(Bucket="flywheel-artifacts", Key=key, Body=buf.getvalue())
 
 
 def sagemaker_launcher(aws) -> SageMakerLauncher:

@@ -6,9 +6,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from flywheel.events import envelope
 from flywheel.kafka import confluent_producer_config
 from flywheel.settings import FlywheelSettings
 from flywheel.topicreader import read_to_end
+from flywheel_dev.harness.monitor import wait_for
 from flywheel_dev.localstack import free_port
 
 SOURCE = "dataset.rejected"  # read by no service, so this probe's group has it to itself
@@ -52,13 +52,6 @@ run_service("foundation-probe", FlywheelSettings, create)
 '''
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} within {timeout:.0f}s")
 
 
 @pytest.fixture

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
-
 import boto3
 
 from flywheel_dev.datasets import put_dataset
 from flywheel_dev.demodata import make_examples
+from flywheel_dev.harness.orchestrator import put_container_output
 from flywheel_orchestrator.adapters import build_launcher
 from flywheel_orchestrator.domain import RunSpec
 from flywheel_orchestrator.executors import LocalWorkflowExecutor
@@ -60,14 +57,6 @@ def test_workflow_on_sagemaker_creates_one_job_and_registers_its_output(stack_en
     assert tags["flywheel:correlation_id"] == "corr-1" and tags["flywheel:run_id"] == spec.run_id
 
 
-def put_container_output(s3, key: str) -> None:
-    metrics = json.dumps({"metrics": {"accuracy": 0.9}, "baseline_metrics": {"accuracy": 0.3}}).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("metrics.json")
-        info.size = len(metrics)
-        tar.addfile(info, io.BytesIO(metrics))
-    s3.put_object(Bucket="flywheel-artifacts", Key=key, Body=buf.getvalue())
 
 
 def job_request_like(spec: RunSpec):

@@ -7,6 +7,9 @@ tests, benchmarks and demos that run without the ingest service.
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from typing import Any
 
 from flywheel.catalogue import topic
@@ -58,3 +61,14 @@ def wait_for(timeline: Timeline, topic_name: str, model_id: str | None = None, c
 
 def _event_name(topic_name: str) -> str:
     return topic(topic_name).value_schema.rsplit(".", 1)[-1]
+
+
+def put_container_output(s3: Any, key: str, accuracy: float = 0.9, baseline: float = 0.3) -> None:
+    """What a SageMaker training container leaves behind (moto never runs one): output.tar.gz with metrics."""
+    metrics = json.dumps({"metrics": {"accuracy": accuracy}, "baseline_metrics": {"accuracy": baseline}}).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("metrics.json")
+        info.size = len(metrics)
+        tar.addfile(info, io.BytesIO(metrics))
+    s3.put_object(Bucket="flywheel-artifacts", Key=key, Body=buf.getvalue())
