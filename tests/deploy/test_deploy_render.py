@@ -137,3 +137,16 @@ def test_prometheus_scrapes_each_service_by_its_service_name() -> None:
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     for svc in SERVICES:
         assert targets[f"flywheel-{svc}"] == [f"flywheel-{svc}:6066"]
+
+
+@pytest.mark.parametrize("overlay", ["local", "eks"])
+def test_services_run_one_pod_each_even_during_a_rollout(overlay: str) -> None:
+    """The fault tier proves one process per service, not two: no overlay may promise more (a second
+    replica, or a rolling update that runs old and new side by side) until a test proves it safe."""
+    services = {f"flywheel-{svc}" for svc in ("ingest", "orchestrator", "monitor")}
+    found = {d["metadata"]["name"]: d["spec"] for d in deploy_check.render_overlay(overlay)
+             if d["kind"] == "Deployment" and d["metadata"]["name"] in services}
+    assert set(found) == services
+    for name, spec in found.items():
+        assert spec.get("replicas", 1) == 1, name
+        assert spec["strategy"] == {"type": "Recreate"}, name
