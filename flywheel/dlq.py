@@ -16,8 +16,6 @@ on its behalf, byte for byte.
 from __future__ import annotations
 
 import re
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,9 +25,9 @@ from flywheel import catalogue
 from flywheel.codec import AvroCodec
 from flywheel.errors import CodecError
 from flywheel.events import jsonable, to_millis
-from flywheel.kafka import confluent_consumer_config, confluent_producer_config
+from flywheel.publish import KafkaPublisher
 from flywheel.settings import FlywheelSettings
-from flywheel.topicreader import watch
+from flywheel.topicreader import read_raw_to_end
 
 DEAD_LETTER_SCHEMA = "DeadLetter"
 REPLAY_HEADER = "flywheel-replay-of"
@@ -143,48 +141,10 @@ class RawRead:
 
 def read_raw(settings: FlywheelSettings, topics: Iterable[str], *, timeout_s: float = 30.0,
              reader: str = "dlq") -> RawRead:
-    """Every record of `topics` up to their high watermarks at call time, headers included, through
-    `flywheel.topicreader.watch`; stops at the deadline with `complete=False`."""
-    names = tuple(topics)
-    pending = _ends(settings, names)
-    read = RawRead()
-    deadline = time.monotonic() + timeout_s
-    if pending:
-        stream = watch(settings, names, from_beginning=True, reader=reader)
-        try:
-            for message in stream:
-                if message is not None:
-                    place = (message.topic(), message.partition())
-                    end = pending.get(place)
-                    if end is not None and message.offset() < end:
-                        read.messages.append(_raw(message))
-                    if end is not None and message.offset() + 1 >= end:
-                        pending.pop(place)
-                if not pending or time.monotonic() > deadline:
-                    break
-        finally:
-            stream.close()
-    read.unfinished = sorted(pending)
-    read.complete = not pending
-    return read
-
-
-def _ends(settings: FlywheelSettings, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
-    from confluent_kafka import Consumer, TopicPartition  # the CLI's other commands do not pay for the import
-
-    consumer = Consumer(confluent_consumer_config(settings, f"flywheel-dlq-{uuid.uuid4().hex[:12]}",
-                                                  from_beginning=True))
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        ends = {}
-        for name in topics:
-            for partition in sorted(metadata.topics[name].partitions if name in metadata.topics else {}):
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
-                if high > low:
-                    ends[(name, partition)] = high
-        return ends
-    finally:
-        consumer.close()
+    """Every record of `topics` up to their high watermarks at call time, headers included
+    (`flywheel.topicreader.read_raw_to_end`); `complete=False` when the deadline came first."""
+    read = read_raw_to_end(settings, topics, timeout_s=timeout_s, reader=reader)
+    return RawRead([_raw(m) for m in read.messages], read.complete, read.unfinished)
 
 
 def _raw(message: Any) -> RawMessage:
@@ -297,7 +257,7 @@ def replay(settings: FlywheelSettings, codec: AvroCodec, letters: list[Letter], 
         else:
             outcomes[letter.id] = Outcome(letter.id, "refused", reason)
     done = _replayed_already(settings, {x.record["source_topic"] for x in valid}, timeout_s)
-    producer = None
+    publisher = None
     for letter in valid:
         source = letter.record["source_topic"]
         if source not in done:
@@ -308,8 +268,8 @@ def replay(settings: FlywheelSettings, codec: AvroCodec, letters: list[Letter], 
         elif dry_run:
             outcomes[letter.id] = Outcome(letter.id, "would-replay", "validates", source)
         else:
-            producer = producer or _Producer(settings, timeout_s)
-            outcomes[letter.id] = producer.send(letter)
+            publisher = publisher or KafkaPublisher(settings, codec, timeout_s=timeout_s)
+            outcomes[letter.id] = _resend(publisher, letter)
             if outcomes[letter.id].action == "replayed":
                 done[source][letter.id] = outcomes[letter.id].target or source
     return [outcomes[x.id] for x in letters]
@@ -327,31 +287,20 @@ def _replayed_already(settings: FlywheelSettings, sources: set[str], timeout_s: 
     return done
 
 
-class _Producer:
-    """Raw key/value/headers producer with the shared producer configuration (security included)."""
-
-    def __init__(self, settings: FlywheelSettings, timeout_s: float) -> None:
-        from confluent_kafka import Producer
-
-        self.timeout_s = timeout_s
-        self._producer = Producer(confluent_producer_config(settings))
-
-    def send(self, letter: Letter) -> Outcome:
-        r = letter.record
-        spec = catalogue.topic(r["source_topic"])
-        place = {"partition": r["source_partition"]} if 0 <= r["source_partition"] < spec.partitions else {}
-        delivered: list[tuple[Any, Any]] = []
-        self._producer.produce(spec.name, key=r["original_key"], value=r["original_value"],
-                               headers=[(REPLAY_HEADER, letter.id.encode())],
-                               on_delivery=lambda err, msg: delivered.append((err, msg)), **place)
-        self._producer.flush(self.timeout_s)
-        if not delivered:
-            return Outcome(letter.id, "failed", f"the broker did not acknowledge within {self.timeout_s:.0f}s")
-        err, msg = delivered[0]
-        if err:
-            return Outcome(letter.id, "failed", f"delivery failed: {err}")
-        return Outcome(letter.id, "replayed", "re-produced the original key and value",
-                       f"{msg.topic()}/{msg.partition()}@{msg.offset()}")
+def _resend(publisher: KafkaPublisher, letter: Letter) -> Outcome:
+    """The original key and value, byte for byte, to the source topic's original partition, tagged."""
+    r = letter.record
+    spec = catalogue.topic(r["source_topic"])
+    partition = r["source_partition"] if 0 <= r["source_partition"] < spec.partitions else None
+    try:
+        msg = publisher.send(spec.name, r["original_key"], r["original_value"],
+                             headers=[(REPLAY_HEADER, letter.id.encode())], partition=partition)
+    except TimeoutError:
+        return Outcome(letter.id, "failed", f"the broker did not acknowledge within {publisher.timeout_s:.0f}s")
+    except RuntimeError as exc:
+        return Outcome(letter.id, "failed", str(exc).split(": ", 1)[-1])
+    return Outcome(letter.id, "replayed", "re-produced the original key and value",
+                   f"{msg.topic()}/{msg.partition()}@{msg.offset()}")
 
 
 def _iso(ms: int) -> str:

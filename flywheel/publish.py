@@ -72,18 +72,28 @@ class KafkaPublisher:
             out = Outgoing(spec.name, key_of(spec, record), raw_value)
         else:
             out = self.encoder.outgoing(topic_name, record, check=check)
+        return self.send(out.topic, out.key, out.value, wait=wait)
+
+    def send(self, topic_name: str, key: bytes | None, value: bytes | None, *,
+             headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+             wait: bool = True) -> Any:
+        """Send bytes as they are (the dead-letter replay re-sends original bytes with a header); with `wait`
+        return the delivery report, raising TimeoutError or RuntimeError when the broker did not take it."""
         delivered: list[tuple[Any, Any]] = []
-        self._producer.produce(out.topic, key=out.key, value=out.value,
-                               on_delivery=lambda err, msg: delivered.append((err, msg)))
+        extra: dict[str, Any] = {"partition": partition} if partition is not None else {}
+        if headers:
+            extra["headers"] = headers
+        self._producer.produce(topic_name, key=key, value=value,
+                               on_delivery=lambda err, msg: delivered.append((err, msg)), **extra)
         if not wait:
             self._producer.poll(0)
             return None
         self._producer.flush(self.timeout_s)
         if not delivered:
-            raise TimeoutError(f"{out.topic}: the broker did not acknowledge within {self.timeout_s:.0f}s")
+            raise TimeoutError(f"{topic_name}: the broker did not acknowledge within {self.timeout_s:.0f}s")
         err, msg = delivered[0]
         if err:
-            raise RuntimeError(f"{out.topic}: delivery failed: {err}")
+            raise RuntimeError(f"{topic_name}: delivery failed: {err}")
         return msg
 
     def flush(self) -> None:

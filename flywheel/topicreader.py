@@ -50,9 +50,18 @@ class Replay:
         return sorted(self.items, key=lambda item: to_millis(item[1].record["envelope"]["occurred_at"]))
 
 
-def read_to_end(settings: FlywheelSettings, codec: AvroCodec, topics: Iterable[str], *, timeout_s: float = 30.0,
-                reader: str = "replay", decode: Callable[[bytes], Decoded] | None = None) -> Replay:
-    """Every decodable record of `topics` up to their end at call time (see the module doc)."""
+@dataclass
+class RawRead:
+    """Raw messages (headers included) of some topics up to their end at call time, in read order."""
+
+    messages: list[Any] = field(default_factory=list)
+    complete: bool = True
+    unfinished: list[tuple[str, int]] = field(default_factory=list)
+
+
+def read_raw_to_end(settings: FlywheelSettings, topics: Iterable[str], *, timeout_s: float = 30.0,
+                    reader: str = "replay") -> RawRead:
+    """Every record of `topics` up to their high watermarks at call time, undecoded (see the module doc)."""
     from confluent_kafka import Consumer  # services that never replay do not load the client
 
     names = tuple(topics)
@@ -60,12 +69,26 @@ def read_to_end(settings: FlywheelSettings, codec: AvroCodec, topics: Iterable[s
     consumer = Consumer(config)  # assign(), never subscribe(): no group join, no committed offsets
     try:
         ends = _assign(consumer, names)
-        replay = _drain(consumer, decode or codec.decode, ends, time.monotonic() + timeout_s)
+        read = _drain(consumer, ends, time.monotonic() + timeout_s)
     finally:
         consumer.close()
-    if not replay.complete:
-        log.warning("replay stopped at its deadline before the end of %s", replay.unfinished,
-                    extra={"reader": reader, "read": len(replay.items), "timeout_s": timeout_s})
+    if not read.complete:
+        log.warning("replay stopped at its deadline before the end of %s", read.unfinished,
+                    extra={"reader": reader, "read": len(read.messages), "timeout_s": timeout_s})
+    return read
+
+
+def read_to_end(settings: FlywheelSettings, codec: AvroCodec, topics: Iterable[str], *, timeout_s: float = 30.0,
+                reader: str = "replay", decode: Callable[[bytes], Decoded] | None = None) -> Replay:
+    """Every decodable record of `topics` up to their end at call time (see the module doc)."""
+    read = read_raw_to_end(settings, topics, timeout_s=timeout_s, reader=reader)
+    replay = Replay(complete=read.complete, unfinished=read.unfinished)
+    decode = decode or codec.decode
+    for message in read.messages:
+        try:
+            replay.items.append((message.topic(), decode(message.value())))
+        except CodecError:
+            replay.skipped += 1
     return replay
 
 
@@ -84,9 +107,8 @@ def _assign(consumer: Any, topics: tuple[str, ...]) -> dict[tuple[str, int], int
     return ends
 
 
-def _drain(consumer: Any, decode: Callable[[bytes], Decoded], ends: dict[tuple[str, int], int],
-           deadline: float) -> Replay:
-    replay, pending = Replay(), dict(ends)
+def _drain(consumer: Any, ends: dict[tuple[str, int], int], deadline: float) -> RawRead:
+    read, pending = RawRead(), dict(ends)
     while pending and time.monotonic() < deadline:
         message = consumer.poll(0.2)
         if message is None or message.error():
@@ -99,13 +121,10 @@ def _drain(consumer: Any, decode: Callable[[bytes], Decoded], ends: dict[tuple[s
             pending.pop(place, None)
         if message.offset() >= end:
             continue  # written after the call: not part of this replay
-        try:
-            replay.items.append((message.topic(), decode(message.value())))
-        except CodecError:
-            replay.skipped += 1
-    replay.unfinished = sorted(pending)
-    replay.complete = not pending
-    return replay
+        read.messages.append(message)
+    read.unfinished = sorted(pending)
+    read.complete = not pending
+    return read
 
 
 def watch(settings: FlywheelSettings, topics: Iterable[str], *, from_beginning: bool, reader: str = "watch",
