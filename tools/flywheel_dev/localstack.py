@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flywheel.catalogue import TOPICS
+from flywheel import topicadmin
+from flywheel.settings import FlywheelSettings, Profile
 
 log = logging.getLogger(__name__)
 
@@ -189,19 +190,13 @@ class LocalStack:
 
 
 def create_topics(bootstrap: str, timeout: float = 20.0) -> None:
-    """Create every catalogue topic that does not exist yet."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    wanted = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
-              for t in TOPICS if t.name not in existing]
-    for name, future in admin.create_topics(wanted, request_timeout=timeout).items() if wanted else []:
-        try:
-            future.result(timeout)
-        except Exception as exc:  # a concurrent creator is fine, anything else is not
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    """The catalogue's topics with their configs, through `flywheel topics apply`'s code (environment local)."""
+    settings = FlywheelSettings(kafka_bootstrap=bootstrap, profile=Profile.LOCAL,
+                                kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism=None)
+    done = topicadmin.apply(topicadmin.KafkaTopicAdmin(settings, timeout_s=timeout), "local")
+    if done.before.refused:
+        raise RuntimeError("the broker's topics differ from the catalogue: "
+                           + "; ".join(step.reason for step in done.before.refused))
 
 
 def moto_client(endpoint: str, service: str) -> Any:
