@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from flywheel_ingest.layout import ObjectSeen
+from flywheel_ingest.ports import Conflict
 
 BUCKET = "flywheel-data"
 
@@ -16,6 +19,8 @@ class MemoryStore:
 
     `split` cuts every read into pieces of that many bytes (exercising streaming validation across chunk
     boundaries); without it a read honours the caller's chunk size. `reads` lists the keys read, in order.
+    JSON documents carry ETags and honour conditional writes as S3 does (IfNoneMatch / IfMatch -> Conflict),
+    atomically across threads, so that two replicas can share one store.
     """
 
     def __init__(self, split: int | None = None) -> None:
@@ -23,6 +28,9 @@ class MemoryStore:
         self.docs: dict[str, dict[str, Any]] = {}
         self.reads: list[str] = []
         self.split = split
+        self.etags: dict[str, str] = {}
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
 
     def put(self, key: str, body: bytes) -> None:
         self.objects[key] = body
@@ -50,8 +58,23 @@ class MemoryStore:
             raise doc
         return doc
 
-    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
-        self.docs[key] = doc
+    def get_json_tagged(self, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+        with self._lock:
+            if key not in self.docs:
+                return None
+            doc = self.docs[key]  # a stored Exception stands for a body that is not JSON: it reads as {}
+            return (doc if isinstance(doc, dict) else {}), self.etags.setdefault(key, f'"e{next(self._versions)}"')
+
+    def put_json(self, bucket: str, key: str, doc: dict[str, Any], *, if_none_match: bool = False,
+                 if_match: str | None = None) -> str:
+        with self._lock:
+            if if_none_match and key in self.docs:
+                raise Conflict(f"{key} exists")
+            if if_match is not None and (key not in self.docs or self.etags.get(key) != if_match):
+                raise Conflict(f"{key} changed")
+            self.docs[key] = doc
+            self.etags[key] = etag = f'"e{next(self._versions)}"'
+            return etag
 
     def exists(self, bucket: str, key: str) -> bool:
         return key in self.docs

@@ -180,13 +180,16 @@ def test_the_scan_alone_finds_a_version_and_persists_its_cursor(tmp_path: Path, 
 
 
 def test_the_app_is_wired_from_settings_without_connecting(tmp_path: Path) -> None:
+    from flywheel.faust_app import make_app
     from flywheel_ingest.app import create_app
 
     with_queue = create_app(IngestSettings(data_dir=tmp_path, notification_queue_url="http://127.0.0.1:9/q"))
     scan_only = create_app(IngestSettings(data_dir=tmp_path / "b", web_port=6067))
     assert with_queue.producer_only and scan_only.producer_only  # no Kafka topic consumed
-    # The poller, the scan and the quiet-period timer; scan-only has no poller.
-    assert (len(with_queue._app_tasks), len(scan_only._app_tasks)) == (3, 2)
+    # Beyond every service's own tasks (health): the poller, the scan and the quiet-period timer; scan-only
+    # has no poller.
+    base = len(make_app("ingest-wiring-base", IngestSettings(data_dir=tmp_path / "c", web_port=6068))._app_tasks)
+    assert (len(with_queue._app_tasks) - base, len(scan_only._app_tasks) - base) == (3, 2)
 
 
 # --- poison pills: oversized events, transient reads, bodies that are not S3 events ------------------------

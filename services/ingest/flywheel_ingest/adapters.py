@@ -3,6 +3,7 @@ threads), which store errors are transient, and the acknowledged publish on the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +17,7 @@ from flywheel.errors import CodecError
 from flywheel.faust_app import FaustPublisher
 from flywheel_ingest.ids import clean_etag
 from flywheel_ingest.layout import ObjectSeen
-from flywheel_ingest.ports import QueueMessage, Unpublishable
+from flywheel_ingest.ports import Conflict, QueueMessage, Unpublishable
 
 # botocore's own classes of retryable errors (its standard retry mode): throttling codes (SlowDown, ...),
 # transient codes (RequestTimeout, ...), HTTP 500/502/503/504, connection errors and read timeouts.
@@ -24,6 +25,8 @@ _THROTTLED, _TRANSIENT = ThrottledRetryableChecker(), TransientRetryableChecker(
 # An object listed and then gone (or replaced) before its read: the version changed under the close, and the
 # next attempt re-lists it. Not a defect of the data.
 _CHANGED_UNDER_US = {"NoSuchKey", "PreconditionFailed"}
+# A conditional write of ingest's own documents lost to another replica's (docs/decisions/0010).
+_CONDITION_LOST = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 # What the producer or the broker refuses for good, whatever the retries: the record itself is the problem.
 _TOO_LARGE = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError,
               kafka_errors.RecordTooLargeError)
@@ -44,10 +47,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def transient_store_error(exc: BaseException) -> bool:
     """Whether an S3 error is worth retrying as it is (botocore's retryable classes, Python's own connection
-    and timeout errors, a streamed body cut short, an object replaced under the close); anything else (access
-    denied, no such bucket, a bug) is permanent."""
+    and timeout errors, a streamed body cut short, an object replaced under the close, a conditional write
+    another replica won: the next attempt re-reads); anything else (access denied, no such bucket, a bug) is
+    permanent."""
     for cause in _causes(exc):
-        if isinstance(cause, TimeoutError | ConnectionError | IncompleteReadError):
+        if isinstance(cause, TimeoutError | ConnectionError | IncompleteReadError | Conflict):
             return True
         if isinstance(cause, ClientError):
             error = cause.response.get("Error", {})
@@ -122,8 +126,35 @@ class S3Store:
     def get_json(self, bucket: str, key: str) -> dict[str, Any] | None:
         return s3json.get_json(self.client, bucket, key)
 
-    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None:
-        s3json.put_json(self.client, bucket, key, doc, indent=1)  # manifests stay readable in the console
+    def get_json_tagged(self, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+        try:
+            obj = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if s3json.is_missing(exc):
+                return None
+            raise
+        with obj["Body"] as body:
+            try:
+                doc = json.loads(body.read())
+            except ValueError:  # cut short or not JSON: replaced like any unusable document
+                doc = {}
+        return (doc if isinstance(doc, dict) else {}), obj["ETag"]
+
+    def put_json(self, bucket: str, key: str, doc: dict[str, Any], *, if_none_match: bool = False,
+                 if_match: str | None = None) -> str:
+        """Manifests stay readable in the console (indented). A lost condition is a Conflict: S3 answers 412
+        PreconditionFailed, 409 ConditionalRequestConflict while a concurrent conditional write is in flight,
+        and NoSuchKey for `if_match` on a key deleted meanwhile."""
+        condition = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
+        try:
+            reply = self.client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=1).encode(),
+                                           ContentType="application/json", **condition)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if condition and (code in _CONDITION_LOST or (if_match and s3json.is_missing(exc))):
+                raise Conflict(f"{key}: {code}") from exc
+            raise
+        return str(reply.get("ETag", ""))
 
     def exists(self, bucket: str, key: str) -> bool:
         try:

@@ -3,15 +3,14 @@ and the handlers. The only module that turns settings into adapters."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import faust
 
 from flywheel.bootstrap import aws_client, build_codec
-from flywheel.faust_app import FaustPublisher, make_app
+from flywheel.faust_app import FaustPublisher, health_of, make_app
+from flywheel.health import WatchedThreadPool
 from flywheel_ingest import metrics
 from flywheel_ingest.adapters import AckedPublish, S3Store, SqsQueue, transient_store_error
-from flywheel_ingest.closer import CloseConfig, VersionCloser
+from flywheel_ingest.closer import CloseConfig, VersionCloser, replica_id
 from flywheel_ingest.handlers import Ingestor, register
 from flywheel_ingest.settings import IngestSettings
 from flywheel_ingest.topics import SERVICE
@@ -34,8 +33,10 @@ def build_ingestor(app: faust.App, settings: IngestSettings) -> Ingestor:
                          settings.sqs_visibility_timeout_s, settings.sqs_max_messages)
     closer = VersionCloser(store, close_config(settings),
                            lambda fmt, n: metrics.BYTES_VALIDATED.labels(fmt).inc(n))
-    # One thread for the SQS long-poll, one for the scan, the rest for closes.
-    executor = ThreadPoolExecutor(settings.close_workers + 2, thread_name_prefix="ingest-io")
+    # One thread for the SQS long-poll, one for the scan, the rest for closes. Watched: a task older than
+    # liveness_task_max_s (a wedged S3 read, a full pool) fails /livez (flywheel/health.py).
+    executor = health_of(app).watch(WatchedThreadPool(settings.close_workers + 2, name="ingest-io",
+                                                      max_task_s=settings.liveness_task_max_s))
     # acked: only once the broker acknowledged an event is its effect recorded in S3 and SQS cleaned up.
     publish = AckedPublish(FaustPublisher(app, build_codec(settings), SERVICE))
     return Ingestor(settings, store, closer, publish.publish, executor, queue, event_size=publish.size,
@@ -49,4 +50,5 @@ def close_config(settings: IngestSettings) -> CloseConfig:
 
     return CloseConfig(settings.dataset_prefixes, settings.manifest_prefix, settings.state_prefix,
                        settings.marker_name, settings.max_object_bytes, settings.read_chunk_bytes, rules_for,
-                       settings.data_dir / SERVICE / "spool")
+                       settings.data_dir / SERVICE / "spool", lease_ms=int(settings.claim_lease_s * 1000),
+                       owner=replica_id(settings.replica_id))

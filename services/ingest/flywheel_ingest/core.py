@@ -138,6 +138,12 @@ class Funnel:
         version.retry_at_ms = now_ms + retry_delay_ms(version.attempts, self.backoff_ms, self.max_backoff_ms)
         return version.failures
 
+    def defer(self, version: PendingVersion, at_ms: int) -> None:
+        """Look at the version again at `at_ms`: another replica holds its claim. Not a failure: neither the
+        back-off nor the count of permanent failures grows."""
+        version.closing = False
+        version.retry_at_ms = at_ms
+
     def remember(self, identity: Identity) -> None:
         """Record a handled identity that belongs to no version (a refused object)."""
         self.done.add(identity)

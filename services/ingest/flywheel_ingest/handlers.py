@@ -1,5 +1,7 @@
 """The ingest handlers: notifications and scan pages into the funnel (the core), due versions closed in worker
-threads, events published, then the effect recorded in S3 and only then the SQS messages deleted.
+threads, events published under the subject's claim, then the effect recorded in S3 and only then the SQS
+messages deleted. With N replicas a subject another replica holds is looked at again later
+(docs/decisions/0010-ingest-scale-out.md).
 
 `Ingestor` drives the funnel and the closes; `NotificationPoller` and `ReconciliationScan` are the two
 detection paths the app runs as Faust tasks (both only feed the funnel; neither decides anything). No Faust
@@ -18,7 +20,8 @@ from typing import Any, TypeVar
 
 from flywheel.events import ids, now_ms
 from flywheel_ingest import metrics
-from flywheel_ingest.closer import AlreadyDone, CloseResult, Ready, Refused, VersionCloser
+from flywheel_ingest.claims import Held, Lease, LeaseLost
+from flywheel_ingest.closer import AlreadyDone, CloseResult, HeldElsewhere, Ready, Refused, VersionCloser
 from flywheel_ingest.core import Funnel, Observed, PendingVersion
 from flywheel_ingest.events import (
     DEAD_LETTER_TOPIC,
@@ -36,6 +39,7 @@ from flywheel_ingest.ids import cursor_key, dataset_version_id, done_key, object
 from flywheel_ingest.layout import ObjectSeen, Unsafe, place
 from flywheel_ingest.notifications import BadNotification, parse_body
 from flywheel_ingest.ports import (
+    Conflict,
     EventSize,
     IsTransient,
     NotificationQueue,
@@ -65,6 +69,8 @@ class Ingestor:
                              backoff_ms=int(settings.retry_backoff_s * 1000),
                              max_backoff_ms=int(settings.retry_max_backoff_s * 1000))
         self.own_prefixes = (settings.manifest_prefix, settings.state_prefix)
+        self.claims = closer.claims
+        self._refusing: set[str] = set()  # refused objects in flight here (the poller and the scan race too)
         self._slots = asyncio.Semaphore(settings.close_workers)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -82,8 +88,8 @@ class Ingestor:
         if isinstance(where, Unsafe) and where.within is not None:
             where = where.within  # its version will be rejected naming it; it is never downloaded
         if isinstance(where, Unsafe):
-            await self._refuse_object(seen, where.reason, where.detail, where.model_id)
-            return now_done
+            handled = await self._refuse_object(seen, where.reason, where.detail, where.model_id)
+            return now_done if handled else []
         observed = self.funnel.observe(seen, where, receipt)
         if observed is not Observed.NEW:
             metrics.DUPLICATES.labels(source).inc()
@@ -106,12 +112,15 @@ class Ingestor:
             if result is None:
                 return
             try:
-                await self._publish(result, version)
+                announced = await self._publish(result, version)
             except Exception as exc:  # the broker away or slow: transient, retried without limit
                 metrics.CLOSE_RETRIES.labels("publish").inc()
                 self.funnel.retry(version, now_ms())
                 log.warning("publishing %s failed (attempt %d); will retry: %r", version.prefix, version.attempts,
                             exc, extra={"prefix": version.prefix, "attempt": version.attempts})
+                return
+            if not announced:  # another replica's: its done-record, or its expired claim, shows up on a later look
+                self.funnel.defer(version, now_ms() + int(self.settings.claim_recheck_s * 1000))
                 return
             released = self.funnel.finish(version, result.covered)
             await self.delete(released)
@@ -136,28 +145,40 @@ class Ingestor:
             return Refused(Rejection(version.bucket, version.prefix, "READ_ERROR", f"cannot read the version: {exc!r}",
                                      subject, version.model_id, subject, None, version.prefix), pending)
 
-    async def _publish(self, result: CloseResult, version: PendingVersion) -> None:
+    async def _publish(self, result: CloseResult, version: PendingVersion) -> bool:
+        """Announce the result; False when another replica holds the version's claim (nothing published)."""
         if isinstance(result, AlreadyDone):
             log.info("%s already published", version.prefix, extra={"prefix": version.prefix})
-        elif isinstance(result, Ready):
-            await self._publish_ready(result, version)
-        else:
-            await self._publish_rejection(result.rejection)
+            return True
+        if isinstance(result, HeldElsewhere):
+            if result.lost:
+                metrics.CLAIMS.labels("lost").inc()
+                log.warning("claim on %s taken over while validating; the new owner publishes", version.prefix,
+                            extra={"prefix": version.prefix})
+            else:
+                self._held(version.prefix, result.held)
+            return False
+        if isinstance(result, Ready):
+            return await self._publish_ready(result, version)
+        return await self._publish_rejection(result.rejection, result.lease)
 
-    async def _publish_ready(self, ready: Ready, version: PendingVersion) -> None:
+    async def _publish_ready(self, ready: Ready, version: PendingVersion) -> bool:
+        lease = ready.lease
+        if lease is None:
+            raise RuntimeError(f"{version.prefix}: a ready version without its claim")  # the closer always claims
         record = ready_event(ready.manifest, ready.manifest_uri)
         model_id = record["model_id"]
         size, limit = self.event_size(READY_TOPIC, record), self.settings.max_event_bytes
         if size > limit:  # the producer would refuse it on every retry: refused by design instead
             metrics.UNPUBLISHABLE.labels(READY_TOPIC).inc()
-            await self._publish_rejection(version_too_large(ready.manifest, size, limit))
-            return
+            return await self._publish_rejection(version_too_large(ready.manifest, size, limit), lease)
         try:
-            await self.publish(READY_TOPIC, record)
+            if (announced := await self._announce(READY_TOPIC, record, lease)) is None:
+                return False
+            record = announced
         except Unpublishable as exc:  # e.g. a broker whose message.max.bytes is under our limit
             metrics.UNPUBLISHABLE.labels(READY_TOPIC).inc()
-            await self._publish_rejection(version_unpublishable(ready.manifest, exc, exc.too_large))
-            return
+            return await self._publish_rejection(version_unpublishable(ready.manifest, exc, exc.too_large), lease)
         produced = now_ms()
         metrics.VERSIONS_READY.inc()
         newest = max([version.newest_ms, *(o.modified_ms for o in ready.covered)])
@@ -166,40 +187,103 @@ class Ingestor:
                                                 "dataset_version_id": record["dataset_version_id"],
                                                 "rows": record["row_count"], "objects": len(record["objects"])})
         await self._record_done(model_id, record["dataset_version_id"], record)
+        return True
 
-    async def _publish_rejection(self, rejection: Rejection) -> None:
+    async def _publish_rejection(self, rejection: Rejection, lease: Lease | None) -> bool:
+        """Publish a rejection under the subject's claim (claimed here when the closer did not); False when
+        another replica holds it. True also when it turns out to be done already."""
+        if lease is None:
+            claimed = await self._claim(rejection.model_id, rejection.subject)
+            if not isinstance(claimed, Lease):
+                return claimed
+            lease = claimed
         record = rejected_event(rejection)
         try:
-            await self.publish(REJECTED_TOPIC, record)
+            if (announced := await self._announce(REJECTED_TOPIC, record, lease)) is None:
+                return False
+            record = announced
         except Unpublishable as exc:  # never seen: rejections are small; but it must not be retried forever
             metrics.UNPUBLISHABLE.labels(REJECTED_TOPIC).inc()
-            record = rejection_dead_letter(rejection, exc)
+            record = stamped(rejection_dead_letter(rejection, exc), lease)
             await self.publish(DEAD_LETTER_TOPIC, record)
             log.error("rejection of %s unpublishable, dead-lettered: %s", rejection.key, exc,
                       extra={**ids(record), "model_id": rejection.model_id, "reason": rejection.reason})
             await self._record_done(rejection.model_id, rejection.subject, record)
-            return
+            return True
         metrics.VERSIONS_REJECTED.labels(rejection.reason).inc()
         log.warning("dataset rejected: %s", rejection.detail,
                     extra={**ids(record), "model_id": rejection.model_id, "key": rejection.key,
                            "reason": rejection.reason, "line": rejection.line})
         await self._record_done(rejection.model_id, rejection.subject, record)
+        return True
+
+    async def _claim(self, model_id: str | None, subject: str) -> Lease | bool:
+        """The subject's claim; False when another replica holds it, True when it is done already."""
+        claimed = await self.blocking(self.claims.acquire, self.settings.data_bucket, model_id, subject)
+        if isinstance(claimed, Held):
+            self._held(subject, claimed)
+            return False
+        if await self.blocking(self.store.exists, self.settings.data_bucket,
+                               done_key(self.settings.state_prefix, model_id, subject)):
+            return True
+        return claimed
+
+    async def _announce(self, topic: str, record: dict[str, Any], lease: Lease) -> dict[str, Any] | None:
+        """Publish `record` as the claim's event (its event id) while the claim is surely ours, and return it as
+        published; None, publishing nothing, when another replica took the claim over meanwhile."""
+        try:
+            if not self.claims.fresh(lease):  # a long close: renew first (at least 2/3 of the lease left)
+                await self.blocking(self.claims.renew, lease)
+        except LeaseLost:
+            metrics.CLAIMS.labels("lost").inc()
+            log.warning("claim on %s taken over by another replica; not publishing", lease.claim.subject,
+                        extra={"subject": lease.claim.subject, "event_id": lease.event_id})
+            return None
+        if lease.claim.takeovers:
+            metrics.CLAIMS.labels("taken_over").inc()
+            log.info("announcing %s under a claim taken over from an expired owner", lease.claim.subject,
+                     extra={"subject": lease.claim.subject, "event_id": lease.event_id,
+                            "takeovers": lease.claim.takeovers})
+        record = stamped(record, lease)
+        await self.publish(topic, record)
+        return record
+
+    def _held(self, subject: str, held: Held) -> None:
+        metrics.CLAIMS.labels("held").inc()
+        log.info("%s is claimed by %s; looking again later", subject, held.owner,
+                 extra={"subject": subject, "owner": held.owner, "expires_at": held.expires_at})
 
     async def _record_done(self, model_id: str | None, subject: str, record: dict[str, Any]) -> None:
-        """The durable dedup guard: written after the broker acknowledged the event."""
-        doc = {"event_id": record["envelope"]["event_id"], "produced_at": now_ms(), "subject": subject}
-        await self.blocking(self.store.put_json, self.settings.data_bucket,
-                            done_key(self.settings.state_prefix, model_id, subject), doc)
+        """The durable dedup guard: written once (create-once), after the broker acknowledged the event."""
+        doc = {"event_id": record["envelope"]["event_id"], "produced_at": now_ms(), "subject": subject,
+               "replica": self.claims.owner}
+        try:
+            await self.blocking(partial(self.store.put_json, self.settings.data_bucket,
+                                        done_key(self.settings.state_prefix, model_id, subject), doc,
+                                        if_none_match=True))
+        except Conflict:  # a replica that took the claim over wrote it: the same event id, nothing to add
+            log.info("done-record of %s exists already", subject, extra={"subject": subject, **ids(record)})
 
-    async def _refuse_object(self, seen: ObjectSeen, reason: str, detail: str, model_id: str | None) -> None:
+    async def _refuse_object(self, seen: ObjectSeen, reason: str, detail: str, model_id: str | None) -> bool:
+        """Reject one object; False when another replica holds its claim (its message is kept, so it comes
+        back after the visibility timeout, and the scan lists the object again)."""
         if seen.identity in self.funnel.done:
             metrics.DUPLICATES.labels("refused").inc()
-            return
+            return True
         subject = object_subject(seen)
-        done = done_key(self.settings.state_prefix, model_id, subject)
-        if not await self.blocking(self.store.exists, self.settings.data_bucket, done):
-            await self._publish_rejection(Rejection(seen.bucket, seen.key, reason, detail, subject, model_id))
+        if subject in self._refusing:  # this replica is announcing it right now
+            return False
+        self._refusing.add(subject)
+        try:
+            done = done_key(self.settings.state_prefix, model_id, subject)
+            if not await self.blocking(self.store.exists, self.settings.data_bucket, done):
+                rejection = Rejection(seen.bucket, seen.key, reason, detail, subject, model_id)
+                if not await self._publish_rejection(rejection, None):
+                    return False
+        finally:
+            self._refusing.discard(subject)
         self.funnel.remember(seen.identity)
+        return True
 
     async def delete(self, receipts: list[str]) -> None:
         """Delete notifications whose effect is durable (a scan-only deployment has no queue)."""
@@ -212,6 +296,11 @@ class Ingestor:
             return
         if stale:
             log.info("%d receipts were stale (redelivered meanwhile)", stale)
+
+
+def stamped(record: dict[str, Any], lease: Lease) -> dict[str, Any]:
+    """The record as the claim's event: whichever replica publishes it, the same event id."""
+    return {**record, "envelope": {**record["envelope"], "event_id": lease.event_id}}
 
 
 class NotificationPoller:

@@ -37,6 +37,11 @@ def done_key(state_prefix: str, model_id: str | None, subject: str) -> str:
     return f"{state_prefix}done/{model_id or '_'}/{subject}.json"
 
 
+def claim_key(state_prefix: str, model_id: str | None, subject: str) -> str:
+    """Which replica announces `subject` (flywheel_ingest.claims): created once, taken over only when expired."""
+    return f"{state_prefix}claims/{model_id or '_'}/{subject}.json"
+
+
 def cursor_key(state_prefix: str, dataset_prefix: str) -> str:
     return f"{state_prefix}scan-cursor/{dataset_prefix.strip('/').replace('/', '.')}.json"
 

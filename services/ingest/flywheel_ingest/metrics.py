@@ -15,6 +15,10 @@ CLOSE_RETRIES = Counter("flywheel_ingest_close_retries_total",
 UNPUBLISHABLE = Counter("flywheel_ingest_unpublishable_total",
                         "Records refused for good (over FLYWHEEL_MAX_EVENT_BYTES, or by the broker), by topic",
                         ["topic"])
+CLAIMS = Counter("flywheel_ingest_claims_total",
+                 "Claims on a version or refused object that did not simply succeed, by outcome: held (another "
+                 "replica's live claim), lost (taken over while this replica held it), taken_over (an expired "
+                 "claim of a dead or stalled replica, announced with its event id)", ["outcome"])
 DETECTION_LATENCY = Histogram(
     "flywheel_ingest_detection_latency_seconds",
     "Newest object's LastModified (the marker, usually) -> event produced",

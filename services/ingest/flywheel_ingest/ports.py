@@ -31,8 +31,17 @@ class Unpublishable(Exception):
         self.too_large = too_large
 
 
+class Conflict(Exception):
+    """A conditional write lost: the document exists (`if_none_match`) or changed since it was read
+    (`if_match`). Another replica wrote first; re-read and decide again."""
+
+
 class ObjectStore(Protocol):
-    """The data bucket: listings, object bytes and ingest's own JSON documents (manifests, state)."""
+    """The data bucket: listings, object bytes and ingest's own JSON documents (manifests, state).
+
+    Writes of ingest's own documents can be conditional, which is what makes N replicas safe
+    (docs/decisions/0010-ingest-scale-out.md): `if_none_match` creates only when the key is absent,
+    `if_match` replaces only the version with that ETag; a lost condition raises `Conflict`."""
 
     def list_prefix(self, bucket: str, prefix: str) -> list[ObjectSeen]: ...
 
@@ -43,7 +52,15 @@ class ObjectStore(Protocol):
 
     def get_json(self, bucket: str, key: str) -> dict[str, Any] | None: ...
 
-    def put_json(self, bucket: str, key: str, doc: dict[str, Any]) -> None: ...
+    def get_json_tagged(self, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
+        """The document and its ETag, or None when there is none. A body that is not a JSON object reads as
+        {} (so that it can still be replaced conditionally)."""
+        ...
+
+    def put_json(self, bucket: str, key: str, doc: dict[str, Any], *, if_none_match: bool = False,
+                 if_match: str | None = None) -> str:
+        """Write the document; returns its new ETag. Raises Conflict when a condition fails."""
+        ...
 
     def exists(self, bucket: str, key: str) -> bool: ...
 

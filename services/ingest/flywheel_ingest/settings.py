@@ -54,6 +54,13 @@ class IngestSettings(FlywheelSettings):
     max_event_bytes: int = Field(900_000, ge=16_384, le=1_000_000)
     # Bounded memory for "already handled" object ids; S3 done-records cover what it forgets.
     dedup_cache_size: int = Field(100_000, ge=100)
+    # N replicas (docs/decisions/0010-ingest-scale-out.md): a replica announces a version only under its claim
+    # in S3. A claim not renewed for claim_lease_s (its owner died) is taken over, with the same event id;
+    # a replica that finds another's live claim looks again every claim_recheck_s. replica_id names this
+    # process in claims and logs (the pod name; the host name when unset), suffixed per process.
+    replica_id: str | None = None
+    claim_lease_s: float = Field(60.0, ge=1)
+    claim_recheck_s: float = Field(2.0, gt=0)
 
     @field_validator("data_bucket")
     @classmethod
