@@ -19,6 +19,7 @@ from typing import Any
 from flywheel.codec import AvroCodec, Decoded
 from flywheel.errors import CodecError
 from flywheel.events import to_millis
+from flywheel.health import loading
 from flywheel.kafka import confluent_consumer_config
 from flywheel.settings import FlywheelSettings
 
@@ -68,8 +69,9 @@ def read_raw_to_end(settings: FlywheelSettings, topics: Iterable[str], *, timeou
     config = confluent_consumer_config(settings, group_id(reader), from_beginning=True)
     consumer = Consumer(config)  # assign(), never subscribe(): no group join, no committed offsets
     try:
-        ends = _assign(consumer, names)
-        read = _drain(consumer, ends, time.monotonic() + timeout_s)
+        with loading(reader):  # the process is not ready while it replays (flywheel/health.py)
+            ends = _assign(consumer, names)
+            read = _drain(consumer, ends, time.monotonic() + timeout_s)
     finally:
         consumer.close()
     if not read.complete:

@@ -6,6 +6,10 @@ from typing import Any
 
 from flywheel_monitor.dashboards import DEAD_LETTERS_10M, JOB
 
+LAG_RECORDS = 1000  # a group this far behind for LAG_FOR is not keeping up (docs/operations.md#consumer-lag)
+LAG_FOR = "10m"
+STALL_S = 180  # records waiting this long with no committed progress: liveness has not cured it
+
 
 def _alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
     return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
@@ -30,6 +34,14 @@ RULES: dict[str, Any] = {"groups": [{"name": "flywheel-monitor", "rules": [
     _alert("FlywheelMonitorSlow",
            "histogram_quantile(0.99, sum by (le) (rate(flywheel_monitor_processing_seconds_bucket[5m]))) > 0.5",
            "10m", "warning", "Monitor p99 processing latency above 500 ms."),
+    # Every Faust service exports its own group's lag (flywheel/health.py).
+    _alert("FlywheelConsumerLag", f"sum by (group, topic) (flywheel_consumer_lag) > {LAG_RECORDS}", LAG_FOR,
+           "warning", "{{ $labels.group }} is {{ $value }} records behind on {{ $labels.topic }}; "
+                      "see docs/operations.md#consumer-lag."),
+    _alert("FlywheelConsumerStalled",
+           f"max by (group, topic, partition) (flywheel_consumer_stalled_seconds) > {STALL_S}", "0m", "critical",
+           "{{ $labels.group }}: records wait on {{ $labels.topic }}[{{ $labels.partition }}] with no progress "
+           "for {{ $value }}s; /livez fails, see docs/operations.md#health."),
 ]}]}
 
 
@@ -47,6 +59,32 @@ TESTS: dict[str, Any] = {
     "rule_files": ["flywheel-monitor.rules.yml"],
     "evaluation_interval": "1m",
     "tests": [
+        {"interval": "1m",
+         "input_series": [
+             # behind, and still behind 10 minutes later: an alert; the other topic catches up in time
+             _series('flywheel_consumer_lag{job="flywheel-monitor",group="flywheel-monitor",'
+                     'topic="model.metrics-observed",partition="0"}', "0 800 1500x14"),
+             _series('flywheel_consumer_lag{job="flywheel-monitor",group="flywheel-monitor",'
+                     'topic="model.metrics-observed",partition="1"}', "0 100 200x14"),
+             _series('flywheel_consumer_lag{job="flywheel-monitor",group="flywheel-monitor",'
+                     'topic="training.run-failed",partition="0"}', "0 5000x5 0x10"),
+             _series('flywheel_consumer_stalled_seconds{job="flywheel-orchestrator",group="flywheel-orchestrator",'
+                     'topic="retrain.requested",partition="2"}', "0 60 120 180 240 0x5"),
+         ],
+         "alert_rule_test": [
+             {"eval_time": "8m", "alertname": "FlywheelConsumerLag", "exp_alerts": []},
+             {"eval_time": "13m", "alertname": "FlywheelConsumerLag", "exp_alerts": [
+                 {"exp_labels": {"severity": "warning", "group": "flywheel-monitor", "topic": "model.metrics-observed"},
+                  "exp_annotations": {"summary": "flywheel-monitor is 1700 records behind on model.metrics-observed; "
+                                                 "see docs/operations.md#consumer-lag."}}]},
+             {"eval_time": "3m", "alertname": "FlywheelConsumerStalled", "exp_alerts": []},
+             {"eval_time": "4m", "alertname": "FlywheelConsumerStalled", "exp_alerts": [
+                 {"exp_labels": {"severity": "critical", "group": "flywheel-orchestrator", "topic": "retrain.requested",
+                                 "partition": "2"},
+                  "exp_annotations": {"summary": "flywheel-orchestrator: records wait on retrain.requested[2] with no "
+                                                 "progress for 240s; /livez fails, see docs/operations.md#health."}}]},
+             {"eval_time": "6m", "alertname": "FlywheelConsumerStalled", "exp_alerts": []},
+         ]},
         {"interval": "1m",
          "input_series": [_series(f"up{{{JOB},instance=\"m:6066\"}}", "1 1 0 0 0 0"),
                           _series('flywheel_monitor_retrain_triggers_total{model="m",rule="accuracy-low",'

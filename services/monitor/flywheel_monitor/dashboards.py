@@ -2,7 +2,8 @@
 
 Generated into k8s/monitoring/dashboards/ by `python -m flywheel_monitor.assets write k8s/monitoring`;
 a deploy test fails when the committed JSON differs, an integration test runs every query on a real
-Prometheus scraping a running monitor.
+Prometheus scraping the running service the dashboard reads (`SCRAPES`): the monitor for most, serving for
+the serving dashboard (tests/integration/test_serving_dashboard.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job="flywheel-monitor"'
+SERVING_JOB = 'job="flywheel-serving"'
 # Records each service dead-lettered in the last 10 minutes, per source topic. A counter series appears only
 # with its first dead letter, which increase() cannot see (it has no earlier sample), so a series that did not
 # exist 10 minutes ago counts with its whole value; the rest count their increase. Also the alert's expression.
@@ -30,6 +32,18 @@ class PanelSpec:
     legend: str = ""
     unit: str = "short"
     kind: str = "timeseries"  # or "stat"
+    more: tuple[tuple[str, str], ...] = ()  # further (expr, legend) targets on the same panel
+
+
+def _quantiles(metric: str, qs: tuple[float, ...]) -> tuple[str, ...]:
+    return tuple(f"histogram_quantile({q}, sum by (le, model) (rate({metric}_bucket[5m])))" for q in qs)
+
+
+_LATENCY = _quantiles("flywheel_serving_request_seconds", (0.5, 0.9, 0.99))
+_BATCH = _quantiles("flywheel_serving_batch_size", (0.5, 0.99))
+# Share of labelled texts the served version got right: measured from feedback joined to its answers.
+LIVE_ACCURACY = ('sum by (model, version) (rate(flywheel_serving_feedback_total{outcome="correct"}[15m])) / '
+                 "sum by (model, version) (rate(flywheel_serving_feedback_total[15m]))")
 
 
 DASHBOARDS: dict[str, tuple[str, list[PanelSpec]]] = {
@@ -82,14 +96,59 @@ DASHBOARDS: dict[str, tuple[str, list[PanelSpec]]] = {
         PanelSpec("Resident memory", f"process_resident_memory_bytes{{{JOB}}}", "{{instance}}", "bytes"),
         PanelSpec("CPU", f"rate(process_cpu_seconds_total{{{JOB}}}[5m])", "{{instance}}", "percentunit"),
     ]),
+    # Every Faust service exports these (flywheel/health.py); docs/operations.md#health says what to do.
+    "flywheel-platform-health": ("Flywheel / Platform health", [
+        PanelSpec("Consumer lag by group and partition", "sum by (group, topic, partition) (flywheel_consumer_lag)",
+                  "{{group}} {{topic}}[{{partition}}]"),
+        PanelSpec("Consumer lag by group", "sum by (group) (flywheel_consumer_lag)", "{{group}}"),
+        PanelSpec("Records waiting without progress (liveness stall clock)",
+                  "max by (group, topic, partition) (flywheel_consumer_stalled_seconds)",
+                  "{{group}} {{topic}}[{{partition}}]", "s"),
+        PanelSpec("Oldest worker-pool task", "max by (service, pool) (flywheel_worker_pool_oldest_task_seconds)",
+                  "{{service}} {{pool}}", "s"),
+        PanelSpec("Live (1) / stalled (0)", "min by (service) (flywheel_live)", "{{service}}", kind="stat"),
+        PanelSpec("Ready (1) / loading (0)", "min by (service) (flywheel_ready)", "{{service}}", kind="stat"),
+    ]),
+    "flywheel-serving": ("Flywheel / Serving", [
+        PanelSpec("Requests per second by status", "sum by (model, code) (rate(flywheel_serving_requests_total[5m]))",
+                  "{{model}} {{code}}", "reqps"),
+        PanelSpec("Request latency p50 / p90 / p99", _LATENCY[0], "{{model}} p50", "s",
+                  more=((_LATENCY[1], "{{model}} p90"), (_LATENCY[2], "{{model}} p99"))),
+        PanelSpec("Texts per forward (dynamic batch size) p50 / p99", _BATCH[0], "{{model}} p50",
+                  more=((_BATCH[1], "{{model}} p99"),
+                        ("sum by (model) (rate(flywheel_serving_batch_size_sum[5m])) / "
+                         "sum by (model) (rate(flywheel_serving_batch_size_count[5m]))", "{{model}} mean"))),
+        PanelSpec("Live accuracy (labelled feedback, 15m)",
+                  LIVE_ACCURACY,
+                  "{{model}} {{version}}", "percentunit"),
+        PanelSpec("Version in production", "max by (model, version) (flywheel_serving_model_version_info)",
+                  "{{model}} {{version}}", kind="stat"),
+        PanelSpec("Predictions per second by label",
+                  "sum by (model, label) (rate(flywheel_serving_predictions_total[5m]))", "{{model}} {{label}}", "ops"),
+        PanelSpec("Hot swaps and failed loads (1h)", "sum by (model) (increase(flywheel_serving_swaps_total[1h]))",
+                  "{{model}} swaps",
+                  more=(("sum by (model) (increase(flywheel_serving_load_failures_total[1h]))", "{{model}} failed loads"),)),
+        PanelSpec("Feedback for unknown request ids per second",
+                  "sum by (model) (rate(flywheel_serving_feedback_unknown_total[5m]))", "{{model}}", "ops"),
+        PanelSpec("Model load time p95",
+                  "histogram_quantile(0.95, sum by (le, model) (rate(flywheel_serving_load_seconds_bucket[1h])))",
+                  "{{model}}", "s"),
+        PanelSpec("Serving up", f"up{{{SERVING_JOB}}}", kind="stat"),
+    ]),
 }
+# The Prometheus job whose metrics each dashboard reads (what its integration test scrapes).
+SCRAPES: dict[str, str] = {uid: "flywheel-serving" if uid == "flywheel-serving" else "flywheel-monitor"
+                           for uid in DASHBOARDS}
 
 
 def _panel(spec: PanelSpec) -> object:
     builder = stat.Panel() if spec.kind == "stat" else timeseries.Panel()
     query = prometheus.Dataquery().expr(spec.expr).legend_format(spec.legend or "__auto").ref_id("A")
-    return (builder.title(spec.title).datasource(DATASOURCE).unit(spec.unit)
-            .height(8).span(12 if spec.kind == "timeseries" else 6).with_target(query))
+    panel = (builder.title(spec.title).datasource(DATASOURCE).unit(spec.unit)
+             .height(8).span(12 if spec.kind == "timeseries" else 6).with_target(query))
+    for ref, (expr, legend) in zip("BCDEFG", spec.more, strict=False):
+        panel = panel.with_target(prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").ref_id(ref))
+    return panel
 
 
 def build(uid: str) -> dict:
