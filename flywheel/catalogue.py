@@ -15,12 +15,31 @@ class Service:
     INGEST = "ingest"
     ORCHESTRATOR = "orchestrator"
     MONITOR = "monitor"
-    SERVING = "serving"  # the model servers users run; played locally by the demo's serving stand-in
+    SERVING = "serving"  # the model server (services/serving): predictions, hot swap on promotion
     OPERATOR = "operator"  # people, through `flywheel produce` / `flywheel retrain`
 
 
 # The services this repository runs (each has services/<name>/ and a flywheel_<name> package).
-RUNNING_SERVICES: tuple[str, ...] = (Service.INGEST, Service.ORCHESTRATOR, Service.MONITOR)
+RUNNING_SERVICES: tuple[str, ...] = (Service.INGEST, Service.ORCHESTRATOR, Service.MONITOR, Service.SERVING)
+
+
+@dataclass(frozen=True)
+class Durability:
+    """How many brokers hold each partition, and how many must have a write before acks=all confirms it."""
+
+    replication_factor: int
+    min_insync_replicas: int
+
+
+# Per environment, chosen by `flywheel topics apply --environment` (docs/decisions/0006-topic-provisioning.md):
+# one local broker; MSK over three AZs survives one broker down without refusing writes.
+ENVIRONMENTS: dict[str, Durability] = {"local": Durability(1, 1), "msk": Durability(3, 2)}
+
+DAY_MS = 24 * 60 * 60 * 1000
+# Retention by topic kind (docs/decisions/0006-topic-provisioning.md). Dead letters outlive the events they
+# hold, so a fix and `flywheel dlq replay` can still come after the source topic has let them go.
+EVENT_RETENTION_MS = 30 * DAY_MS
+DEAD_LETTER_RETENTION_MS = 90 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,13 @@ class TopicSpec:
     doc: str
     consumers: tuple[str, ...] = ()  # services that consume the topic live
     replayed_by: tuple[str, ...] = ()  # services that read it from offset 0 at start-up to rebuild state
+    cleanup_policy: str = "delete"  # "compact" for a state topic: the latest record per key is kept
+    retention_ms: int = EVENT_RETENTION_MS  # -1: kept forever
+
+    def configs(self, environment: str) -> dict[str, str]:
+        """Topic configs as `flywheel topics apply` sets them (the replication factor is not a config)."""
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms),
+                "min.insync.replicas": str(durability(environment).min_insync_replicas)}
 
 
 # Keyed by model_id so that every event about one model keeps its order; co-partitioned (same count)
@@ -40,6 +66,7 @@ class TopicSpec:
 MODEL_PARTITIONS = 4
 
 _O, _M = (Service.ORCHESTRATOR,), (Service.MONITOR,)
+_DLQ_MS = DEAD_LETTER_RETENTION_MS
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("dataset.version-ready", "DatasetVersionReady", "model_id", MODEL_PARTITIONS, Service.INGEST,
@@ -60,16 +87,30 @@ TOPICS: tuple[TopicSpec, ...] = (
               Service.ORCHESTRATOR, "A stale run was stopped or replaced by newer data.", consumers=_M,
               replayed_by=_O),
     TopicSpec("model.version-registered", "ModelVersionRegistered", "model_id", MODEL_PARTITIONS,
-              Service.ORCHESTRATOR, "A trained, evaluated model version was registered.", consumers=_M,
-              replayed_by=_M),
+              Service.ORCHESTRATOR, "A trained, evaluated model version was registered.",
+              consumers=(Service.MONITOR, Service.SERVING), replayed_by=_M),
+    TopicSpec("model.version-promoted", "ModelVersionPromoted", "model_id", MODEL_PARTITIONS, Service.ORCHESTRATOR,
+              "A version became production (the promotion gate's evidence inside); serving swaps to it.",
+              consumers=(Service.SERVING,)),
+    TopicSpec("model.version-rejected", "ModelVersionRejected", "model_id", MODEL_PARTITIONS, Service.ORCHESTRATOR,
+              "The promotion gate kept a registered version out of production, with its evidence."),
+    TopicSpec("model.version-rolled-back", "ModelVersionRolledBack", "model_id", MODEL_PARTITIONS,
+              Service.ORCHESTRATOR, "Production went back to the previous version (probation breach or operator).",
+              consumers=(Service.SERVING,)),
+    TopicSpec("model.stage-change-requested", "ModelStageChangeRequested", "model_id", MODEL_PARTITIONS,
+              Service.OPERATOR, "A person asked to promote a version or roll back (flywheel models).", consumers=_O),
+    TopicSpec("model.load-failed", "ModelLoadFailed", "model_id", MODEL_PARTITIONS, Service.SERVING,
+              "Serving could not load a version; the one before keeps serving."),
     TopicSpec("model.metrics-observed", "ModelMetricsObserved", "model_id", MODEL_PARTITIONS, Service.SERVING,
               "Live metrics from serving, one event may summarise a window of observations.", consumers=_M),
     TopicSpec("ingest.dead-letter", "DeadLetter", "source_topic", 1, Service.INGEST,
-              "Records ingest could not process, with original bytes and reason."),
+              "Records ingest could not process, with original bytes and reason.", retention_ms=_DLQ_MS),
     TopicSpec("orchestrator.dead-letter", "DeadLetter", "source_topic", 1, Service.ORCHESTRATOR,
-              "Records the orchestrator could not process."),
+              "Records the orchestrator could not process.", retention_ms=_DLQ_MS),
     TopicSpec("monitor.dead-letter", "DeadLetter", "source_topic", 1, Service.MONITOR,
-              "Records the monitor could not process."),
+              "Records the monitor could not process.", retention_ms=_DLQ_MS),
+    TopicSpec("serving.dead-letter", "DeadLetter", "source_topic", 1, Service.SERVING,
+              "Promotion or rollback events serving could not decode.", retention_ms=_DLQ_MS),
 )
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
@@ -80,6 +121,13 @@ def topic(name: str) -> TopicSpec:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"no topic {name!r} in the catalogue; known: {', '.join(sorted(BY_NAME))}") from None
+
+
+def durability(environment: str) -> Durability:
+    try:
+        return ENVIRONMENTS[environment]
+    except KeyError:
+        raise KeyError(f"no environment {environment!r}; known: {', '.join(ENVIRONMENTS)}") from None
 
 
 def dead_letter_topic(service: str) -> TopicSpec:
@@ -112,9 +160,19 @@ def topic_for_event(event: str) -> str:
 
 def event_map_markdown() -> str:
     """The catalogue as the Markdown table docs/architecture.md carries (a test keeps them equal)."""
-    rows = ["| topic | event | key | partitions | producer | consumers | replayed at start-up by |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| topic | event | key | partitions | retention | producer | consumers | replayed at start-up by |",
+            "|---|---|---|---|---|---|---|---|"]
     for t in TOPICS:
-        rows.append(f"| `{t.name}` | {t.value_schema} | {t.key} | {t.partitions} | {t.producer} | "
-                    f"{', '.join(t.consumers) or '—'} | {', '.join(t.replayed_by) or '—'} |")
+        rows.append(f"| `{t.name}` | {t.value_schema} | {t.key} | {t.partitions} | {retention_text(t)} | "
+                    f"{t.producer} | {', '.join(t.consumers) or '—'} | {', '.join(t.replayed_by) or '—'} |")
     return "\n".join(rows) + "\n"
+
+
+def retention_text(spec: TopicSpec) -> str:
+    """`30 d`, `forever`, `compacted, forever`: how long records stay, for the tables people read."""
+    if spec.retention_ms < 0:
+        kept = "forever"
+    else:
+        days, rest = divmod(spec.retention_ms, DAY_MS)
+        kept = f"{days} d" if days and not rest else f"{spec.retention_ms / 3_600_000:g} h"
+    return f"compacted, {kept}" if "compact" in spec.cleanup_policy else kept

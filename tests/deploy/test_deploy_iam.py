@@ -13,9 +13,9 @@ import pytest
 from flywheel_dev import deploy_check, iam
 
 IAM = deploy_check.REPO / "deploy" / "iam"
-SERVICES = ("ingest", "orchestrator", "monitor")
+SERVICES = ("ingest", "orchestrator", "monitor", "serving")
 # The only actions AWS offers no resource scope for.
-UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+UNSCOPABLE = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", *iam.EC2_DESCRIBE}
 
 
 def test_committed_documents_match_what_the_code_generates() -> None:

@@ -18,7 +18,7 @@ import pytest
 from flywheel_dev import deploy_check
 
 REPO = deploy_check.REPO
-SERVICES = ("ingest", "orchestrator", "monitor")
+SERVICES = ("ingest", "orchestrator", "monitor", "serving")
 SERVICE_DOCKERFILE = REPO / "services" / "Dockerfile"
 TRAINING_DOCKERFILE = REPO / "services" / "training" / "Dockerfile"
 PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
@@ -104,9 +104,11 @@ def test_the_build_copies_only_the_core_and_the_named_service() -> None:
     assert (REPO / "services" / "training" / "train.py").is_file()
 
 
-def test_only_the_orchestrator_build_uses_the_cpu_torch_index() -> None:
+def test_only_the_torch_services_builds_use_the_cpu_torch_index() -> None:
     build = stages(SERVICE_DOCKERFILE.read_text())["build"][1]
-    assert 'if [ "${SERVICE}" = orchestrator ]; then set -- --extra-index-url "${TORCH_INDEX}"; fi' in build
+    for svc in ("orchestrator", "serving"):
+        assert f'if [ "${{SERVICE}}" = {svc} ]; then set -- --extra-index-url "${{TORCH_INDEX}}"; fi' in build
+    assert build.count("TORCH_INDEX}") == 2
     assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in build
 
 
@@ -125,6 +127,19 @@ def test_training_image_follows_the_sagemaker_contract() -> None:
     assert (REPO / "services" / "training" / "train.py").is_file()
     # train.py reads data with flywheel.datareader: the core is installed, without its dependencies
     assert "COPY flywheel/ /src/flywheel/" in text and "pip install --no-deps /src" in text
+
+
+def test_training_image_variants_are_selected_by_build_args_and_checked_at_build() -> None:
+    """One Dockerfile, two images: CPU torch by default, CUDA torch with TORCH_VARIANT=cuda (skaffold's
+    flywheel-training-cuda); the build asserts torch matches the variant, and the entry point is baked in."""
+    text = TRAINING_DOCKERFILE.read_text()
+    build = stages(text)["build"][1]
+    assert "ARG TORCH_VARIANT=cpu" in build and "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in build
+    assert '--extra-index-url "${TORCH_INDEX}"' in build
+    assert "torch.version.cuda is not None" in build and "== ('${TORCH_VARIANT}' == 'cuda')" in build
+    final = list(stages(text).values())[-1][1]
+    assert "COPY services/training/*.py /opt/ml/code/" in final and "exec python /opt/ml/code/train.py" in final
+    assert "sagemaker_submit_directory" not in text
 
 
 def test_dockerignore_allows_only_what_images_need() -> None:

@@ -12,7 +12,7 @@ from flywheel_dev import deploy_check
 from flywheel_dev.deploy_policy import violations
 
 REPO = deploy_check.REPO
-SERVICES = ("ingest", "orchestrator", "monitor")
+SERVICES = ("ingest", "orchestrator", "monitor", "serving")
 MONITORING = REPO / "k8s" / "monitoring"
 
 
@@ -47,6 +47,8 @@ def test_every_service_has_its_hardened_set(overlay: tuple[str, list[dict[str, A
         assert spec["serviceAccountName"] == f"flywheel-{svc}"
         probe = spec["containers"][0]["readinessProbe"]["httpGet"]
         assert (probe["path"], probe["port"]) == ("/healthz", "http-web")
+        if svc != "serving":  # Faust services: liveness from consumer/worker progress (flywheel/health.py)
+            assert spec["containers"][0]["livenessProbe"]["httpGet"]["path"] == "/livez"
 
 
 def config_env(objects: list[dict[str, Any]], svc: str) -> dict[str, str]:
@@ -96,7 +98,7 @@ def test_local_kafka_runs_in_kraft_mode() -> None:
 def test_eks_overlay_has_irsa_roles_and_no_in_cluster_kafka() -> None:
     objects = deploy_check.render_overlay("eks")
     assert not [o for o in objects if o["kind"] in ("StatefulSet", "Secret")]
-    arn = re.compile(r"^arn:aws:iam::\d{12}:role/flywheel-(ingest|orchestrator|monitor)$")
+    arn = re.compile(r"^arn:aws:iam::\d{12}:role/flywheel-(ingest|orchestrator|monitor|serving)$")
     for svc in SERVICES:
         account = next(o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == f"flywheel-{svc}")
         role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
@@ -139,14 +141,32 @@ def test_prometheus_scrapes_each_service_by_its_service_name() -> None:
         assert targets[f"flywheel-{svc}"] == [f"flywheel-{svc}:6066"]
 
 
+# What the fault tier proves per service (docs/reliability.md): two live ingest and orchestrator processes
+# are fenced (tests/fault/test_fault_ingest_replicas.py, test_fault_orchestrator_replicas.py); the monitor is
+# proven as one process only; serving's replicas answer alone, but a label must reach the one that answered.
+PROVEN_REPLICAS = {"ingest": 2, "orchestrator": 2, "monitor": 1, "serving": 1}
+SIDE_BY_SIDE_SAFE = {"ingest", "orchestrator", "serving"}
+
+
 @pytest.mark.parametrize("overlay", ["local", "eks"])
-def test_services_run_one_pod_each_even_during_a_rollout(overlay: str) -> None:
-    """The fault tier proves one process per service, not two: no overlay may promise more (a second
-    replica, or a rolling update that runs old and new side by side) until a test proves it safe."""
-    services = {f"flywheel-{svc}" for svc in ("ingest", "orchestrator", "monitor")}
-    found = {d["metadata"]["name"]: d["spec"] for d in deploy_check.render_overlay(overlay)
-             if d["kind"] == "Deployment" and d["metadata"]["name"] in services}
-    assert set(found) == services
+def test_replicas_and_rollouts_promise_only_what_the_fault_tier_proves(overlay: str) -> None:
+    found = {d["metadata"]["name"].removeprefix("flywheel-"): d["spec"] for d in deploy_check.render_overlay(overlay)
+             if d["kind"] == "Deployment" and d["metadata"]["name"].removeprefix("flywheel-") in PROVEN_REPLICAS}
+    assert set(found) == set(PROVEN_REPLICAS)
     for name, spec in found.items():
-        assert spec.get("replicas", 1) == 1, name
-        assert spec["strategy"] == {"type": "Recreate"}, name
+        assert spec.get("replicas", 1) <= PROVEN_REPLICAS[name], name
+        if name in SIDE_BY_SIDE_SAFE:  # a rollout never takes the last ready pod away
+            assert spec["strategy"] == {"type": "RollingUpdate",
+                                        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, name
+        else:  # never the old and the new pod side by side
+            assert spec["strategy"] == {"type": "Recreate"}, name
+    if overlay == "eks":
+        assert {n: s.get("replicas", 1) for n, s in found.items()} == PROVEN_REPLICAS
+
+
+@pytest.mark.parametrize("overlay", ["local", "eks"])
+def test_every_service_has_a_disruption_budget_that_lets_nodes_drain(overlay: str) -> None:
+    budgets = {d["metadata"]["name"]: d["spec"] for d in deploy_check.render_overlay(overlay)
+               if d["kind"] == "PodDisruptionBudget"}
+    for name in PROVEN_REPLICAS:
+        assert budgets[f"flywheel-{name}"].get("maxUnavailable") == 1, name

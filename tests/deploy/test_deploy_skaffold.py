@@ -34,6 +34,10 @@ def test_check_jsonschema_rejects_a_broken_skaffold_yaml(tmp_path: Path) -> None
     assert check_jsonschema(tmp_path / "skaffold.yaml").returncode != 0
 
 
+# The training image's CUDA variant (GPU instance types): the same Dockerfile with CUDA torch.
+CUDA_BUILD = {"TORCH_VARIANT": "cuda", "TORCH_INDEX": "https://download.pytorch.org/whl/cu128"}
+
+
 def artifacts(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, str]]]:
     """image -> (its Dockerfile, its build args)."""
     return {a["image"]: (a["docker"]["dockerfile"], a["docker"].get("buildArgs", {}))
@@ -45,8 +49,9 @@ def test_one_artifact_per_service_plus_training(profile: str | None) -> None:
     config = CONFIG if profile is None else next(p for p in CONFIG["profiles"] if p["name"] == profile)
     built = artifacts(config)
     assert built == {**{f"flywheel-{s}": ("services/Dockerfile", {"SERVICE": s})
-                        for s in ("ingest", "orchestrator", "monitor")},
-                     "flywheel-training": ("services/training/Dockerfile", {})}
+                        for s in ("ingest", "orchestrator", "monitor", "serving")},
+                     "flywheel-training": ("services/training/Dockerfile", {}),
+                     "flywheel-training-cuda": ("services/training/Dockerfile", CUDA_BUILD)}
     assert all((REPO / dockerfile).is_file() for dockerfile, _ in built.values())
     assert deploy_check.skaffold_images() == set(artifacts(CONFIG))
 

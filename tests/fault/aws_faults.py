@@ -5,7 +5,9 @@ this proxy instead: it forwards every request unchanged, except that it
 - answers the first `throttle` CreateTrainingJob / DescribeTrainingJob calls of jobs named with a throttling
   marker with `ThrottlingException` (HTTP 400, as SageMaker does), and
 - reports jobs named with a failure marker as `Failed` with a `FailureReason`, as SageMaker does when the
-  algorithm exits non-zero.
+  algorithm exits non-zero, and
+- adds the training and billable seconds SageMaker reports for a completed job (moto reports none): a spot
+  job bills BILLABLE_S of its TRAINING_S.
 When moto accepts a CreateTrainingJob, the proxy writes what the container would have written to the job's
 output path (`output.tar.gz` with metrics.json, `model.tar.gz`), so a completed job has real outputs.
 """
@@ -23,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAILURE_REASON = "AlgorithmError: injected by the fault proxy (exit code 1)"
+TRAINING_S, BILLABLE_S = 1800, 600
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 
@@ -139,7 +142,12 @@ class SageMakerFaults:
     def _maybe_failed(self, payload: bytes) -> bytes:
         job = json.loads(payload)
         if self.fail_marker not in job.get("TrainingJobName", ""):
-            return payload
+            if job.get("TrainingJobStatus") != "Completed":
+                return payload
+            spot = job.get("EnableManagedSpotTraining", False)
+            job.setdefault("TrainingTimeInSeconds", TRAINING_S)
+            job.setdefault("BillableTimeInSeconds", BILLABLE_S if spot else TRAINING_S)
+            return json.dumps(job).encode()
         job.update(TrainingJobStatus="Failed", SecondaryStatus="Failed", FailureReason=FAILURE_REASON)
         job.pop("ModelArtifacts", None)
         return json.dumps(job).encode()

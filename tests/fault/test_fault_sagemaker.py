@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from aws_faults import FAILURE_REASON, SageMakerFaults, job_names
+from aws_faults import BILLABLE_S, FAILURE_REASON, TRAINING_S, SageMakerFaults, job_names
 from test_fault_kill_services import upload
 
 from conftest import Running, assert_one_run_per_trigger, platform_running
@@ -36,6 +36,8 @@ def proxy_and_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
             "FLYWHEEL_AWS_ENDPOINT_URL": endpoint,
             "FLYWHEEL_LAUNCHER": "sagemaker",
             "FLYWHEEL_SAGEMAKER_IMAGE_URI": IMAGE,
+            "FLYWHEEL_SAGEMAKER_SUBNETS": '["subnet-0fault"]',
+            "FLYWHEEL_SAGEMAKER_SECURITY_GROUP_IDS": '["sg-0fault"]',
         }
 
     try:
@@ -60,6 +62,9 @@ def test_failed_training_job_ends_the_run_failed_with_the_reason(proxy_and_platf
     assert FAILURE_REASON in failed.get("reason")
     [started] = assert_one_run_per_trigger(running, lambda s: s.get("model_id") == FAILING, job_records=False)
     assert started.get("launcher") == "sagemaker" and failed.get("run_id") == started.get("run_id")
+    arn = f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{started.get('run_id')}"
+    assert started.get("job_arn") == failed.get("job_arn") == arn
+    assert f"prefix={started.get('run_id')};" in failed.get("logs_url")
     assert job_names(running.client("sagemaker"), lambda n: n == started.get("run_id")) == [
         started.get("run_id")
     ]
@@ -77,6 +82,11 @@ def test_throttled_api_calls_are_retried_and_create_one_job(proxy_and_platform) 
     )
     run_id = started.get("run_id")
     assert registered.get("run_id") == run_id
+    [succeeded] = running.timeline.matching("TrainingRunSucceeded", lambda s: s.get("model_id") == THROTTLED)
+    assert succeeded.get("job_arn").endswith(f":training-job/{run_id}") and succeeded.get("logs_url")
+    assert succeeded.get("instance_type") == "ml.m5.xlarge" and succeeded.get("billable_seconds") == BILLABLE_S
+    assert succeeded.get("estimated_cost_usd") == pytest.approx(BILLABLE_S / 3600 * 0.23, abs=1e-6)
+    assert succeeded.get("spot_savings_usd") == pytest.approx((TRAINING_S - BILLABLE_S) / 3600 * 0.23, abs=1e-6)
     assert registered.get("artifact_uri").endswith(f"/{run_id}/output/model.tar.gz")
     assert proxy.throttled[("CreateTrainingJob", run_id)] == THROTTLES
     assert proxy.throttled[("DescribeTrainingJob", run_id)] == THROTTLES

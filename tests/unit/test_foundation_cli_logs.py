@@ -25,7 +25,7 @@ def test_topics_lists_the_whole_catalogue(capsys: pytest.CaptureFixture[str]) ->
     rows = {line.split()[0]: line.split() for line in lines[1:-1]}
     assert list(rows) == [t.name for t in catalogue.TOPICS]
     assert rows["retrain.requested"][4:] == ["monitor", "orchestrator", "monitor"]
-    assert rows["model.version-registered"][4:] == ["orchestrator", "monitor", "monitor"]
+    assert rows["model.version-registered"][4:] == ["orchestrator", "monitor,serving", "monitor"]
     assert rows["training.run-started"][4:] == ["orchestrator", "monitor", "orchestrator"]
     assert rows["dataset.rejected"][4:] == ["ingest", "-", "-"]
 

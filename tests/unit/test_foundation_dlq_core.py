@@ -37,12 +37,13 @@ def test_ids_name_a_dead_letter_by_its_place() -> None:
 
 
 def test_topics_come_from_names_services_or_the_catalogue() -> None:
-    assert topics_for() == ("ingest.dead-letter", "orchestrator.dead-letter", "monitor.dead-letter")
+    assert topics_for() == ("ingest.dead-letter", "orchestrator.dead-letter", "monitor.dead-letter",
+                           "serving.dead-letter")
     assert topics_for(["monitor.dead-letter"], ["monitor", "ingest"]) == ("monitor.dead-letter", "ingest.dead-letter")
     with pytest.raises(KeyError, match="retrain.requested is not a dead-letter topic"):
         topics_for(["retrain.requested"])
-    with pytest.raises(KeyError, match="serving.dead-letter"):
-        topics_for(services=["serving"])
+    with pytest.raises(KeyError, match="operator.dead-letter"):
+        topics_for(services=["operator"])
 
 
 @pytest.mark.parametrize(("text", "expected"), [

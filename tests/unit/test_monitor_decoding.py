@@ -5,8 +5,9 @@ from datetime import UTC, datetime
 import pytest
 
 from flywheel.bootstrap import build_codec
+from flywheel.codec import decode_for_topic
 from flywheel.errors import CodecError, InvalidEvent, UndecodableRecord
-from flywheel.faust_app import decode_for_topic, make_app
+from flywheel.faust_app import make_app
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.harness.monitor import histogram_summary, metric_event, registration
 from flywheel_monitor.decoding import MillisDecoder, without_millis

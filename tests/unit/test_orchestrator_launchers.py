@@ -124,7 +124,8 @@ def test_wait_follows_in_progress_to_failed_with_the_reason():
     sm.start(REQUEST)
     delays: list[float] = []
     status = wait(sm, REQUEST, poll_s=1, max_poll_s=2, sleep=delays.append)
-    assert status == JobStatus(JobState.FAILED, "AlgorithmError: no labels")
+    assert (status.state, status.reason) == (JobState.FAILED, "AlgorithmError: no labels")
+    assert status.job["job_arn"].endswith(":training-job/fw-m-data-1") and "billable_seconds" not in status.job
     assert delays == [1, 1.5]
 
 

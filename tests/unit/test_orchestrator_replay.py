@@ -24,7 +24,8 @@ def started(run: str, version: str, trigger_event: str, model: str = "m") -> tup
 
 
 def ended(run: str, name: str = "TrainingRunSucceeded", model: str = "m") -> tuple[str, str, dict]:
-    return "training.run-succeeded", f"flywheel.{name}", {"model_id": model, "run_id": run}
+    return "training.run-succeeded", f"flywheel.{name}", {"model_id": model, "run_id": run,
+                                                         "envelope": {"event_id": f"end-{run}", "correlation_id": run}}
 
 
 def test_a_started_run_without_an_end_is_resumed_and_its_trigger_is_not_relaunched():
@@ -56,3 +57,17 @@ def test_models_of_other_workers_are_left_alone():
     recovered = fold(orch, [ready("v1", "e1", model="theirs"), started("r1", "v1", "e1", model="theirs")],
                      manages=lambda model: model == "mine")
     assert recovered.in_flight == {} and recovered.untrained == [] and orch.models == {}
+
+
+def test_each_models_newest_succeeded_run_is_kept_for_the_promotion_gate():
+    orch = Orchestration(TriggerPolicy())
+    log = [ready("v1", "e1"), started("r1", "v1", "e1"), ended("r1"), ready("v2", "e2"), started("r2", "v2", "e2"),
+           ended("r2"), started("r3", "v2", "e3"), ended("r3", "TrainingRunFailed")]
+    found = fold(orch, log)
+    spec, succeeded = found.last_succeeded["m"]
+    assert spec.run_id == "r2" and spec.dataset_version_id == "v2" and succeeded["event_id"] == "end-r2"
+
+
+def test_a_succeeded_run_whose_end_precedes_its_start_in_the_merged_log_is_still_kept():
+    found = fold(Orchestration(TriggerPolicy()), [ended("r1"), started("r1", "v1", "e1")])
+    assert found.last_succeeded["m"][0].run_id == "r1" and not found.in_flight

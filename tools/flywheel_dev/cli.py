@@ -97,7 +97,7 @@ def add_stack(sub: Any) -> None:
 
 
 def add_up(sub: Any) -> None:
-    up = sub.add_parser("up", help="start the local stack and the three services until Ctrl-C")
+    up = sub.add_parser("up", help="start the local stack and the four services until Ctrl-C")
     _add_stack_options(up)
     up.add_argument("--web-port", type=int, default=6066, help="first service web port (default 6066)")
     up.add_argument("--exit-when-healthy", action="store_true", help="stop once everything answers")
@@ -106,7 +106,7 @@ def add_up(sub: Any) -> None:
 
 def add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="the whole loop on the local stack, with a timeline (make run)")
-    demo.add_argument("--examples", type=int, default=500, help="labelled examples per dataset version")
+    demo.add_argument("--examples", type=int, default=400, help="labelled examples in the base dataset version")
     demo.add_argument("--train-timeout", type=float, default=420.0, help="seconds to wait for each fine-tune")
     demo.add_argument("--keep-running", action="store_true", help="leave the platform up afterwards")
     demo.add_argument("--workdir", default=".flywheel/demo", help="logs and state")

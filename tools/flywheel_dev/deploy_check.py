@@ -90,8 +90,10 @@ def known_settings_keys() -> dict[str, set[str]]:
     from flywheel_ingest.settings import IngestSettings
     from flywheel_monitor.settings import MonitorSettings
     from flywheel_orchestrator.settings import OrchestratorSettings
+    from flywheel_serving.settings import ServingSettings
 
-    classes = {"ingest": IngestSettings, "orchestrator": OrchestratorSettings, "monitor": MonitorSettings}
+    classes = {"ingest": IngestSettings, "orchestrator": OrchestratorSettings, "monitor": MonitorSettings,
+               "serving": ServingSettings}
     return {component: {f"{cls.model_config.get('env_prefix', '')}{field}".upper() for field in cls.model_fields}
             for component, cls in classes.items()}
 

@@ -22,11 +22,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flywheel.catalogue import RUNNING_SERVICES, Service, consumed_by, produced_by, replayed_by
+from pydantic_settings import EnvSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
+
+from flywheel.catalogue import RUNNING_SERVICES, TOPICS, Service, consumed_by, produced_by, replayed_by
+from flywheel.lifecycle import STAGES_KEY
 from flywheel.settings import FlywheelSettings
 from flywheel.topicreader import GROUP_PREFIX
 from flywheel_dev import deploy_check
@@ -34,12 +39,15 @@ from flywheel_ingest.settings import IngestSettings
 from flywheel_monitor.settings import MonitorSettings
 from flywheel_orchestrator.ids import RUN_ID_PREFIX, output_prefix
 from flywheel_orchestrator.settings import LauncherKind, OrchestratorSettings
+from flywheel_orchestrator.statestore import PREFIX as ORCHESTRATOR_STATE_PREFIX
+from flywheel_serving.settings import ServingSettings
 
 OVERLAY = "eks"
 # Replace with your cluster's OIDC provider id (aws eks describe-cluster ... identity.oidc.issuer).
 OIDC_ID = "EXAMPLED539D4633E53DE1B71EXAMPLE"
 SETTINGS: dict[str, type[FlywheelSettings]] = {
-    Service.INGEST: IngestSettings, Service.ORCHESTRATOR: OrchestratorSettings, Service.MONITOR: MonitorSettings}
+    Service.INGEST: IngestSettings, Service.ORCHESTRATOR: OrchestratorSettings, Service.MONITOR: MonitorSettings,
+    Service.SERVING: ServingSettings}
 
 # Key layout under a run's prefix (ids.output_prefix): what the orchestrator and SageMaker write there.
 RUN_INPUT = "input/"  # the pinned train channel: object copies and the SageMaker manifest file (launcher)
@@ -49,6 +57,12 @@ RUN_CHECKPOINTS = "checkpoints/"  # spot checkpoints (launcher's CheckpointConfi
 
 KAFKA_TOPIC_ADMIN = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic",
                      "kafka-cluster:DescribeTopicDynamicConfiguration"]
+# The topics Job (`flywheel topics apply`, k8s/base/topics.yaml): create and configure topics, never read or
+# write their records. AlterTopic is CreatePartitions' grant; apply never adds partitions (it refuses).
+TOPICS_JOB = "flywheel-topics"
+KAFKA_TOPIC_PROVISIONING = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic", "kafka-cluster:AlterTopic",
+                            "kafka-cluster:DescribeTopicDynamicConfiguration",
+                            "kafka-cluster:AlterTopicDynamicConfiguration"]
 GLUE_ACTIONS = ["glue:GetRegistry", "glue:CreateRegistry", "glue:GetSchema", "glue:CreateSchema",
                 "glue:GetSchemaByDefinition", "glue:GetSchemaVersion", "glue:RegisterSchemaVersion"]
 
@@ -67,19 +81,29 @@ class Deployed:
         return self.service_account  # one IAM role per ServiceAccount, named alike (irsa.yaml)
 
 
-def _only_init(cls: type[FlywheelSettings]) -> type[FlywheelSettings]:
-    """The settings class reading only what it is given (no FLYWHEEL_* of the shell running the tool)."""
+def _from_environment(cls: type[FlywheelSettings], environment: dict[str, str]) -> FlywheelSettings:
+    """The settings a pod with `environment` reads (decoded as from its env: JSON lists and dicts too), and
+    nothing else (no FLYWHEEL_* of the shell running the tool)."""
+
+    class Given(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return parse_env_vars(environment, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
 
     class FromOverlay(cls):  # type: ignore[valid-type, misc]
         @classmethod
         def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, **rest: Any) -> tuple[Any, ...]:
-            return (init_settings,)
+            return (Given(settings_cls),)
 
-    return FromOverlay
+    return FromOverlay()
 
 
-def deployed(objects: list[dict[str, Any]] | None = None) -> dict[str, Deployed]:
-    """Each running service's settings from the overlay's rendered ConfigMaps (over the defaults)."""
+def deployed(objects: list[dict[str, Any]] | None = None,
+             required: tuple[str, ...] = RUNNING_SERVICES) -> dict[str, Deployed]:
+    """Each running service's settings from the overlay's rendered ConfigMaps (over the defaults).
+
+    Raises when a service in `required` has no Deployment there; the CDK app (infra/) asks only for the
+    services whose roles it cannot build without their settings.
+    """
     objects = deploy_check.render_overlay(OVERLAY) if objects is None else objects
     maps = {o["metadata"]["name"]: o.get("data") or {} for o in objects if o["kind"] == "ConfigMap"}
     found = {}
@@ -94,10 +118,9 @@ def deployed(objects: list[dict[str, Any]] | None = None) -> dict[str, Deployed]
         for source in container.get("envFrom", []):
             env |= maps[source["configMapRef"]["name"]]
         env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-        values = {k.removeprefix("FLYWHEEL_").lower(): v for k, v in env.items() if k.startswith("FLYWHEEL_")}
-        found[service] = Deployed(service, _only_init(SETTINGS[service])(**values), o["metadata"]["namespace"],
+        found[service] = Deployed(service, _from_environment(SETTINGS[service], env), o["metadata"]["namespace"],
                                   pod["serviceAccountName"])
-    missing = set(RUNNING_SERVICES) - set(found)
+    missing = set(required) - set(found)
     if missing:
         raise ValueError(f"the {OVERLAY} overlay runs no Deployment for {sorted(missing)}")
     return found
@@ -125,6 +148,11 @@ class Place:
 
     def arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
+
+
+# EC2's Describe calls take no resource-level permissions; SageMaker makes them for a job with a VpcConfig.
+EC2_DESCRIBE = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
+                "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions"]
 
 
 def s3(bucket: str, key: str | None = None) -> str:
@@ -196,6 +224,12 @@ def orchestrator_policy(place: Place, s: OrchestratorSettings, ingest: IngestSet
         statement("WriteRunInputsAndRegistrations", ["s3:PutObject"],
                   [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_REGISTRATION}")]),
         statement("DropAChangedChannelCopy", ["s3:DeleteObject"], [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*")]),
+        # The model lifecycle's one document per model (flywheel.lifecycle): stages, production, history.
+        statement("ReadAndWriteModelStages", ["s3:GetObject", "s3:PutObject"],
+                  [s3(s.artifact_bucket, STAGES_KEY.format(model_id="*"))]),
+        # Per-model run state and run-id claims (flywheel_orchestrator.statestore; docs/decisions/0009).
+        statement("ReadAndWriteRunState", ["s3:GetObject", "s3:PutObject"],
+                  [s3(s.artifact_bucket, f"{ORCHESTRATOR_STATE_PREFIX}*")]),
     ]
     if s.launcher is LauncherKind.SAGEMAKER:
         sts += [
@@ -214,6 +248,42 @@ def monitor_policy(place: Place, s: MonitorSettings) -> dict[str, Any]:
                                                     glue_statement(place, s)]}
 
 
+def serving_policy(place: Place, s: ServingSettings) -> dict[str, Any]:
+    """Read model artifacts and stage documents (models/<id>/...), list which models have one; with harvesting
+    on, create feedback dataset versions (<dataset prefix><model>/feedback-*/, flywheel_serving.harvest) in the
+    data bucket: PutObject there only, never a read, a delete or another dataset prefix."""
+    sts = [
+        statement("ListModelsInArtifactBucket", ["s3:ListBucket"], [s3(s.artifact_bucket)],
+                  Condition={"StringLike": {"s3:prefix": ["models/*", "models/"]}}),
+        statement("ReadModelArtifactsAndStages", ["s3:GetObject"], [s3(s.artifact_bucket, "models/*")]),
+    ]
+    if s.harvest_enabled:
+        sts.append(statement("WriteFeedbackVersions", ["s3:PutObject"],
+                             [s3(s.data_bucket, f"{s.dataset_prefix}*/feedback-*")]))
+    return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.SERVING), *sts,
+                                                    glue_statement(place, s)]}
+
+
+def topics_job(objects: list[dict[str, Any]] | None = None) -> Deployed:
+    """The topics Job as the overlay runs it: its namespace and ServiceAccount (no service settings)."""
+    objects = deploy_check.render_overlay(OVERLAY) if objects is None else objects
+    jobs = [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == TOPICS_JOB]
+    if not jobs:
+        raise ValueError(f"the {OVERLAY} overlay runs no Job {TOPICS_JOB}")
+    pod = jobs[0]["spec"]["template"]["spec"]
+    return Deployed("topics", None, jobs[0]["metadata"]["namespace"], pod["serviceAccountName"])
+
+
+def topics_policy(place: Place) -> dict[str, Any]:
+    """`flywheel topics apply --environment msk`: every catalogue topic, created and configured; no records."""
+    return {"Version": "2012-10-17", "Statement": [
+        statement("ConnectToMsk", ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
+                  [place.kafka("cluster", "").rstrip("/")]),
+        statement("ProvisionCatalogueTopics", KAFKA_TOPIC_PROVISIONING,
+                  sorted(place.kafka("topic", t.name) for t in TOPICS)),
+    ]}
+
+
 def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[str, Any]:
     """The role training jobs run as: read its channel, write its outputs, under run-shaped prefixes only.
 
@@ -222,7 +292,10 @@ def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[st
     channel (input/), a registration, the data bucket or any key outside a run's output and checkpoints.
     """
     run = run_prefix_pattern()
-    reads = [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*")]
+    # Its channel, its checkpoints, and the champion's model.tar.gz (the `champion` channel: the promotion
+    # gate judges both versions on the same held-out rows in the same job).
+    reads = [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*"),
+             s3(s.artifact_bucket, f"{run}*model.tar.gz")]
     if s.sagemaker_source_uri:  # script mode: the source bundle
         reads.append(s3(*s.sagemaker_source_uri.removeprefix("s3://").split("/", 1)))
     sts = [
@@ -231,13 +304,31 @@ def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[st
         statement("WriteItsOutputAndCheckpoints", ["s3:PutObject"],
                   [s3(s.artifact_bucket, f"{run}{RUN_OUTPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*")]),
     ]
-    image = s.sagemaker_image_uri  # <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>
-    if ".dkr.ecr." in image:
-        host, _, path = image.partition("/")
-        repository = path.split("@")[0].rsplit(":", 1)[0]
-        sts.append(statement("PullTrainingImage", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                                   "ecr:BatchCheckLayerAvailability"],
-                             [f"arn:aws:ecr:{host.split('.')[3]}:{host.split('.')[0]}:repository/{repository}"]))
+    repositories = []
+    for image in (s.sagemaker_image_uri, s.sagemaker_gpu_image_uri):  # the CPU and the CUDA training image
+        if ".dkr.ecr." in image:  # <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>
+            host, _, path = image.partition("/")
+            repository = path.split("@")[0].rsplit(":", 1)[0]
+            repositories.append(f"arn:aws:ecr:{host.split('.')[3]}:{host.split('.')[0]}:repository/{repository}")
+    if repositories:
+        sts.append(statement("PullTrainingImages", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                                    "ecr:BatchCheckLayerAvailability"], sorted(set(repositories))))
+    if s.sagemaker_subnets:  # VpcConfig: SageMaker attaches the job's network interfaces as this role
+        sts += [
+            statement("JobNetworkInterfacesInItsSubnets", ["ec2:CreateNetworkInterface"],
+                      [place.arn("ec2", f"subnet/{subnet}") for subnet in s.sagemaker_subnets]
+                      + [place.arn("ec2", f"security-group/{g}") for g in s.sagemaker_security_group_ids]
+                      + [place.arn("ec2", "network-interface/*")]),
+            statement("ManageJobNetworkInterfaces", ["ec2:CreateNetworkInterfacePermission",
+                                                     "ec2:DeleteNetworkInterface",
+                                                     "ec2:DeleteNetworkInterfacePermission"],
+                      [place.arn("ec2", "network-interface/*")]),
+            statement("Ec2DescribeHasNoResourceScope", EC2_DESCRIBE, ["*"]),
+        ]
+    keys = sorted({k for k in (s.sagemaker_volume_kms_key_id, s.sagemaker_output_kms_key_id) if k})
+    if keys:  # key ids or ARNs, as the job request names them
+        sts.append(statement("EncryptWithTheJobKeys", ["kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey"],
+                             [k if k.startswith("arn:") else place.arn("kms", f"key/{k}") for k in keys]))
     sts += [
         statement("EcrLoginHasNoResourceScope", ["ecr:GetAuthorizationToken"], ["*"]),
         statement("TrainingLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
@@ -275,14 +366,19 @@ def documents(services: dict[str, Deployed] | None = None) -> dict[str, dict[str
     """File name -> document, for every role the deployment needs."""
     services = deployed() if services is None else services
     place = Place.of(services)
-    ingest, orch, monitor = (services[s] for s in (Service.INGEST, Service.ORCHESTRATOR, Service.MONITOR))
+    ingest, orch, monitor, serving = (services[s] for s in (Service.INGEST, Service.ORCHESTRATOR, Service.MONITOR,
+                                                            Service.SERVING))
     docs = {
         f"{ingest.role}.json": ingest_policy(place, ingest.settings),
         f"{orch.role}.json": orchestrator_policy(place, orch.settings, ingest.settings),
         f"{monitor.role}.json": monitor_policy(place, monitor.settings),
+        f"{serving.role}.json": serving_policy(place, serving.settings),
     }
-    for d in (ingest, orch, monitor):
+    for d in (ingest, orch, monitor, serving):
         docs[f"{d.role}.trust.json"] = irsa_trust(place, d)
+    job = topics_job()
+    docs[f"{job.role}.json"] = topics_policy(place)
+    docs[f"{job.role}.trust.json"] = irsa_trust(place, job)
     execution_role = orch.settings.sagemaker_role_arn.rsplit("/", 1)[-1]
     docs[f"{execution_role}.json"] = sagemaker_execution_policy(place, orch.settings)
     docs[f"{execution_role}.trust.json"] = sagemaker_trust(place)

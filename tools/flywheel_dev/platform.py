@@ -1,4 +1,9 @@
-"""Run the three services as processes against a local stack: `flywheel up`, the demo and e2e/fault tests."""
+"""Run the four services as processes against a local stack: `flywheel up`, the demo and e2e/fault tests.
+
+ingest, orchestrator and monitor are Faust workers; serving is an HTTP server (OIP v2 predictions,
+feedback, live metrics; services/serving/README.md). Each gets the stack's environment, `extra_env`, and
+its own entries of `service_env` (settings only one service reads, e.g. the monitor's rule set).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any
 
 from flywheel_dev.localstack import LocalStack, free_port
 
-SERVICES = ("ingest", "orchestrator", "monitor")
+SERVICES = ("ingest", "orchestrator", "monitor", "serving")
 
 
 @dataclass
@@ -80,16 +85,18 @@ class Platform:
     services: tuple[str, ...] = SERVICES
     base_web_port: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     procs: dict[str, ServiceProcess] = field(default_factory=dict)
 
-    def env(self) -> dict[str, str]:
-        return {**self.stack.env(), "FLYWHEEL_DATA_DIR": str(self.workdir / "state"), **self.extra_env}
+    def env(self, service: str | None = None) -> dict[str, str]:
+        return {**self.stack.env(), "FLYWHEEL_DATA_DIR": str(self.workdir / "state"), **self.extra_env,
+                **(self.service_env.get(service, {}) if service else {})}
 
     def start(self, wait: bool = True) -> Platform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(self.services):
             port = self.base_web_port + i if self.base_web_port else free_port()
-            self.procs[name] = ServiceProcess(name, port, self.env(), self.workdir / f"{name}.log")
+            self.procs[name] = ServiceProcess(name, port, self.env(name), self.workdir / f"{name}.log")
             self.procs[name].start()
         if wait:
             for proc in self.procs.values():

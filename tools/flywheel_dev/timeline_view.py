@@ -17,17 +17,26 @@ HIGHLIGHTS: dict[str, tuple[str, ...]] = {
     "TrainingRunFailed": ("run_id", "reason"),
     "TrainingRunSuperseded": ("run_id", "superseded_by_run_id"),
     "ModelVersionRegistered": ("model_version", "metrics", "baseline_metrics"),
-    "RetrainRequested": ("trigger", "rule", "observed_value", "threshold", "sample_size"),
+    "RetrainRequested": ("model_version", "trigger", "rule", "metric", "observed_value", "threshold", "sample_size"),
+    "ModelVersionPromoted": ("model_version", "previous_version", "reason", "evidence"),
+    "ModelVersionRejected": ("model_version", "champion_version", "reason", "evidence"),
+    "ModelVersionRolledBack": ("from_version", "to_version", "reason", "evidence"),
+    "ModelLoadFailed": ("model_version", "serving_version", "reason"),
     "DeadLetter": ("source_topic", "error_type", "reason"),
 }
-QUIET = {"ModelMetricsObserved"}  # many per second: counted in the summary, not printed one by one
+# Serving sends one ModelMetricsObserved per metric and window: the timeline prints the measured accuracy
+# of each window and counts the rest (macro-F1, input-feature and output histograms) in the summary.
+QUIET = {"ModelMetricsObserved"}
+SHOWN_METRICS = {"accuracy"}
+ALERT = {"DeadLetter", "TrainingRunFailed", "DatasetRejected", "ModelVersionRejected", "ModelVersionRolledBack",
+         "ModelLoadFailed"}
 
 
 def _short(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.1e}" if value and abs(value) < 0.001 else f"{value:.3f}"
     text = str(value)
     return text if len(text) <= 48 else text[:45] + "..."
 
@@ -50,12 +59,25 @@ class Printer:
 
     def event(self, seen: Seen) -> None:
         if seen.name in QUIET:
+            if seen.name == "ModelMetricsObserved" and seen.record.get("metric") in SHOWN_METRICS:
+                self._metric(seen)
             return
         env = seen.record.get("envelope") or {}
-        fields = " ".join(f"{k}={_short(seen.record[k])}" for k in HIGHLIGHTS.get(seen.name, ()) if k in seen.record)
+        fields = " ".join(f"{k}={_short(seen.record[k])}" for k in HIGHLIGHTS.get(seen.name, ())
+                          if seen.record.get(k) is not None)
         ids = f"[event {str(env.get('event_id', ''))[:8]} corr {_short(env.get('correlation_id', ''))}]"
-        colour = "31" if seen.name in {"DeadLetter", "TrainingRunFailed", "DatasetRejected"} else "32"
+        colour = "31" if seen.name in ALERT else "32"
         self._line(f"  +{seen.at:6.1f}s {self._paint(f'{seen.name:<23}', colour)} {fields} {self._paint(ids, '2')}")
+
+    def _metric(self, seen: Seen) -> None:
+        r = seen.record
+        self._line(self._paint(f"  +{seen.at:6.1f}s live {r.get('metric'):<18} {r.get('value'):.3f} "
+                               f"n={r.get('sample_count')} version={r.get('model_version')}", "2"))
+
+    def note(self, at: float, text: str) -> None:
+        """Something the application saw (not an event): e.g. the first answer from a new version."""
+        label = self._paint(f"{'Application':<23}", "33")
+        self._line(f"  +{at:6.1f}s {label} {text}")
 
     def progress(self, entry: dict[str, Any]) -> None:
         extras = " ".join(f"{k}={_short(v)}" for k, v in entry.items() if k not in {"ts", "level", "logger", "msg"})
@@ -63,7 +85,7 @@ class Printer:
 
     def failure(self, text: str, workdir: Path) -> None:
         self._line(self._paint(f"!! {text}", "1;31"))
-        self._line(f"   service logs: {workdir}/{{ingest,orchestrator,monitor}}.log")
+        self._line(f"   service logs: {workdir}/{{ingest,orchestrator,monitor,serving}}.log")
 
     def summary(self, events: list[Seen], platform: Any, stack: Any) -> None:
         counts: dict[str, int] = {}

@@ -203,5 +203,6 @@ def _drift_statistics(report: drift.DriftReport) -> dict[str, float]:
     stats: dict[str, float] = {}
     for name, s in report.features.items():
         stats.update({f"psi:{name}": s.psi, f"ks_d:{name}": s.ks_d, f"ks_p:{name}": s.p_value,
-                      f"ks_p_adjusted:{name}": s.p_adjusted, f"samples:{name}": float(s.samples)})
+                      f"ks_p_adjusted:{name}": s.p_adjusted, f"samples:{name}": float(s.samples),
+                      f"reference_samples:{name}": float(s.reference_samples)})
     return stats

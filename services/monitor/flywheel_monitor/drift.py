@@ -1,5 +1,9 @@
 """Drift statistics between a registered reference histogram and a live window's histogram. Pure.
 
+The reference is the registration's `reference_distribution[<feature>]`: bucket counts over the bounds serving
+uses (training's reference.json, flywheel.features), so the KS test runs on its true sample size; older
+registrations hold fractions, and the rule's `reference_sample_size` stands in for theirs.
+
 PSI measures how far the distribution moved (effect size); a binned two-sample Kolmogorov-Smirnov test says
 whether the move is more than sampling noise. A feature drifts only when both agree, after a Holm (or
 Bonferroni) correction over every reference feature, so big samples do not flag trivial shifts and many
@@ -51,6 +55,14 @@ def ks_binned(reference: Sequence[float], live: Sequence[float], n_ref: int, n_l
     return d, float(min(1.0, max(0.0, kolmogorov((root + 0.12 + 0.11 / root) * d))))
 
 
+def reference_size(reference: Sequence[float], fallback: int) -> int:
+    """The reference's sample size: a histogram of counts (training's reference, flywheel.features) sums to
+    it; one of fractions (older registrations) sums to 1 and gets `fallback` (the rule's
+    reference_sample_size)."""
+    total = float(sum(reference))
+    return round(total) if total > 1.0 + 1e-6 else fallback
+
+
 def adjust(pvalues: Mapping[str, float], family_size: int, method: str) -> dict[str, float]:
     """Family-wise adjusted p-values (Holm step-down or Bonferroni) over `family_size` tests."""
     m = max(family_size, len(pvalues))
@@ -71,6 +83,7 @@ class FeatureDrift:
     p_value: float
     p_adjusted: float
     samples: int
+    reference_samples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +99,17 @@ class DriftReport:
 
 def assess(reference: Mapping[str, Sequence[float]], live: Mapping[str, Sequence[int]], rule: DriftRule) -> DriftReport:
     """Test every live feature with enough samples and a histogram aligned with its reference."""
-    raw: dict[str, tuple[float, float, float, int]] = {}
+    raw: dict[str, tuple[float, float, float, int, int]] = {}
     for feature, counts in live.items():
         ref = reference.get(feature)
         n = int(sum(counts))
         if ref is None or len(ref) != len(counts) or n < rule.min_samples:
             continue
-        d, p = ks_binned(ref, counts, rule.reference_sample_size, n)
-        raw[feature] = (psi(ref, counts), d, p, n)
+        n_ref = reference_size(ref, rule.reference_sample_size)
+        d, p = ks_binned(ref, counts, n_ref, n)
+        raw[feature] = (psi(ref, counts), d, p, n, n_ref)
     adjusted = adjust({f: v[2] for f, v in raw.items()}, len(reference), rule.correction)
-    features = {f: FeatureDrift(v[0], v[1], v[2], adjusted[f], v[3]) for f, v in raw.items()}
+    features = {f: FeatureDrift(v[0], v[1], v[2], adjusted[f], v[3], v[4]) for f, v in raw.items()}
     drifted = tuple(sorted(f for f, s in features.items()
                            if s.p_adjusted < rule.ks_alpha and s.psi >= rule.psi_threshold))
     return DriftReport(features, drifted)

@@ -18,6 +18,7 @@ from flywheel.deadletter import SourceRecord
 from flywheel.errors import CodecError, InvalidEvent
 from flywheel.events import ids, now_ms, to_millis
 from flywheel.faust_app import DeadLetters, decode_or_dead_letter, raw_topics, source_of
+from flywheel.health import loading
 from flywheel_monitor import metrics as m
 from flywheel_monitor.core import Assessment, MonitorCore
 from flywheel_monitor.decoding import MillisDecoder
@@ -218,15 +219,16 @@ def register(app: faust.App, settings: MonitorSettings, codec: AvroCodec, handle
         if not settings.recover_on_start:
             return
         loop, pause = asyncio.get_running_loop(), 1.0
-        while True:  # without its registrations the monitor would refuse every metric as unknown: wait
-            try:
-                models, triggers = await loop.run_in_executor(None, recover, handlers.core, settings, codec,
-                                                              handlers.service)
-                break
-            except Exception:  # the broker still starting, the registry unavailable: both pass
-                log.exception("recovering state from the event log failed; retrying in %.0f s", pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 30.0)
+        with loading("monitor-recovery"):  # not ready, and no stall counted, until state is back
+            while True:  # without its registrations the monitor would refuse every metric as unknown: wait
+                try:
+                    models, triggers = await loop.run_in_executor(None, recover, handlers.core, settings, codec,
+                                                                  handlers.service)
+                    break
+                except Exception:  # the broker still starting, the registry unavailable: both pass
+                    log.exception("recovering state from the event log failed; retrying in %.0f s", pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 30.0)
         m.KNOWN_MODELS.set(len(handlers.core.models))
         log.info("recovered state", extra={"models": models, "retrain_requests": triggers})
 

@@ -67,7 +67,8 @@ class DriftRule(_Strict):
     psi_threshold: float = Field(default=0.2, gt=0)
     ks_alpha: float = Field(default=0.01, gt=0, lt=1)
     correction: Literal["holm", "bonferroni"] = "holm"
-    # The registered reference holds bucket fractions only; this is the sample size they came from.
+    # The size assumed for a reference of bucket fractions (older registrations); a reference of counts
+    # (what training registers now) carries its true size, its sum.
     reference_sample_size: int = Field(default=10_000, ge=1)
     cooldown_s: float = Field(default=600.0, ge=0)
 

@@ -1,8 +1,8 @@
 """The run state machine per model: triggers in, decisions out. Pure: time is passed in, nothing is sent.
 
-The same fold rebuilds the state from the event log after a restart (`record_*`), so a Faust table is
-never the only memory of what ran: Faust redelivers after a rebalance, and a table restored from a Tansu
-changelog can be stale (docs/decisions/0301-run-identity-and-recovery.md, 0003-tansu-quirks.md).
+Each model's state is kept in S3 and written, fenced by an owner epoch, before any effect of a decision
+(statestore.py, runs.py; docs/decisions/0009-orchestrator-scale-out.md). The same fold (`record_*`) rebuilt
+it from the event log before that, and still does once, to migrate (replay.py).
 """
 
 from __future__ import annotations
@@ -73,10 +73,11 @@ class Orchestration:
             return self._new_data(trigger, policy, now_ms)
         return self._retrain(trigger, policy, now_ms)
 
-    def on_tick(self, now_ms: int) -> list[Decision]:
-        """Launch debounced versions whose window has passed."""
+    def on_tick(self, now_ms: int, model_id: str | None = None) -> list[Decision]:
+        """Launch debounced versions whose window has passed (of one model, or of all)."""
         out: list[Decision] = []
-        for st in self.models.values():
+        states = [self.state(model_id)] if model_id is not None else list(self.models.values())
+        for st in states:
             if st.pending is not None and st.pending_due_ms <= now_ms:
                 trigger, st.pending = st.pending, None
                 out += self._admit_new_data(trigger, self.policy(trigger.model_id), now_ms)
@@ -109,7 +110,9 @@ class Orchestration:
         if new_rows < policy.min_new_rows:
             return [self._skip(trigger, f"{new_rows} new rows since the last run, below min_new_rows",
                                new_rows=new_rows, min_new_rows=policy.min_new_rows)]
-        return self._admit(trigger, dataset, 1, policy, now_ms)
+        # Attempt 1 unless an earlier era burnt that run id (statestore claims: a job name is never reused).
+        attempt = st.attempts[(dataset.dataset_version_id, trigger.kind)] + 1
+        return self._admit(trigger, dataset, attempt, policy, now_ms)
 
     def _retrain(self, trigger: Trigger, policy: TriggerPolicy, now_ms: int) -> list[Decision]:
         st = self.state(trigger.model_id)
@@ -172,6 +175,10 @@ class Orchestration:
         dataset = st.datasets.get(spec.dataset_version_id)
         if dataset is not None:
             st.trained_objects = frozenset((key, etag) for key, etag, _ in dataset.objects)
+
+    def burn_attempt(self, model_id: str, dataset_version_id: str, kind: Kind) -> None:
+        """The next run id for (dataset version, kind) is taken (claimed in another era): skip it."""
+        self.state(model_id).attempts[(dataset_version_id, kind)] += 1
 
     def record_ended(self, model_id: str, run_id: str) -> None:
         st = self.state(model_id)

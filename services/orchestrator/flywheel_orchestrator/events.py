@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from flywheel.errors import InvalidEvent
 from flywheel.events import envelope, to_millis
+from flywheel.lifecycle import ModelStages
 from flywheel_orchestrator.domain import DatasetRef, RunSpec, Trigger
 from flywheel_orchestrator.policy import Kind
 
@@ -50,12 +53,42 @@ def spec_of_started(record: dict[str, Any]) -> RunSpec:
         lineage=dict(record.get("lineage") or {}))
 
 
-def run_started(spec: RunSpec, causation: dict[str, Any], launcher: str, hps: dict[str, str]) -> dict[str, Any]:
+RUN_EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-4d1b-5e53-9a57-0c1d2f0e9b11")
+
+
+def fixed_id(record: dict[str, Any], run_id: str, what: str) -> dict[str, Any]:
+    """The event's id derived from its run and kind: a re-sent event (outbox after a crash, or a worker that
+    lost a model mid-publish) carries the same id, so a consumer can drop the copy."""
+    record["envelope"]["event_id"] = str(uuid.uuid5(RUN_EVENT_NAMESPACE, f"{run_id}/{what}"))
+    return record
+
+
+def run_started(spec: RunSpec, causation: dict[str, Any], launcher: str, hps: dict[str, str],
+                job: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "envelope": envelope(PRODUCER, causation=causation), "run_id": spec.run_id, "model_id": spec.model_id,
         "dataset_version_id": spec.dataset_version_id, "trigger": spec.kind.value, "launcher": launcher,
         "job_name": spec.job_name, "manifest_uri": spec.manifest_uri, "trigger_event_id": spec.trigger_event_id,
-        "data_landed_at": spec.data_landed_at_ms, "hyperparameters": dict(hps), "lineage": dict(spec.lineage)}
+        "data_landed_at": spec.data_landed_at_ms, "hyperparameters": dict(hps), "lineage": dict(spec.lineage),
+        **job_links(job)}
+
+
+def job_links(job: Mapping[str, str] | None) -> dict[str, str | None]:
+    """The SageMaker job's ARN and CloudWatch logs link (None for a local run)."""
+    return {"job_arn": (job or {}).get("job_arn") or None, "logs_url": (job or {}).get("logs_url") or None}
+
+
+def job_cost(job: Mapping[str, str] | None) -> dict[str, Any]:
+    """Billable seconds, instance type and estimated cost of a SageMaker job (launchers/pricing.py); None
+    where the launcher reported nothing (a local run, or an instance type missing from the price table)."""
+    job = job or {}
+
+    def number(key: str) -> float | None:
+        return float(job[key]) if job.get(key) not in (None, "") else None
+
+    return {**job_links(job), "instance_type": job.get("instance_type") or None,
+            "billable_seconds": number("billable_seconds"), "estimated_cost_usd": number("estimated_cost_usd"),
+            "spot_savings_usd": number("spot_savings_usd")}
 
 
 def _run_fields(spec: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
@@ -64,13 +97,15 @@ def _run_fields(spec: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_succeeded(spec: RunSpec, causation: dict[str, Any], artifact_uri: str, metrics: dict[str, float],
-                  duration_s: float) -> dict[str, Any]:
+                  duration_s: float, job: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {**_run_fields(spec, causation), "artifact_uri": artifact_uri, "metrics": dict(metrics),
-            "duration_seconds": float(duration_s)}
+            "duration_seconds": float(duration_s), **job_cost(job)}
 
 
-def run_failed(spec: RunSpec, causation: dict[str, Any], reason: str, duration_s: float) -> dict[str, Any]:
-    return {**_run_fields(spec, causation), "reason": reason or "unknown", "duration_seconds": float(duration_s)}
+def run_failed(spec: RunSpec, causation: dict[str, Any], reason: str, duration_s: float,
+               job: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {**_run_fields(spec, causation), "reason": reason or "unknown", "duration_seconds": float(duration_s),
+            **job_links(job)}
 
 
 def run_superseded(stale: RunSpec, by: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
@@ -88,3 +123,27 @@ def version_registered(spec: RunSpec, causation: dict[str, Any], registration: d
             "artifact_uri": registration["artifact_uri"], "metrics": registration["metrics"],
             "baseline_metrics": registration["baseline_metrics"], "trigger": spec.kind.value,
             "lineage": lineage, "reference_distribution": registration.get("reference_distribution", {})}
+
+
+# --- the model lifecycle: one event per stage-store history entry ----------------------------------------
+
+STAGE_TOPICS = {"promote": "model.version-promoted", "reject": "model.version-rejected",
+                "rollback": "model.version-rolled-back"}
+
+
+def stage_event(stages: ModelStages, entry: dict[str, Any], causation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The event announcing a history entry of the stage store (promote, reject or rollback)."""
+    action, version = entry["action"], entry["version"]
+    common = {"envelope": envelope(PRODUCER, causation=causation), "model_id": stages.model_id,
+              "reason": entry["reason"], "evidence": {k: float(v) for k, v in (entry.get("evidence") or {}).items()}}
+    if action == "promote":
+        record = {**common, "model_version": version, "artifact_uri": stages.versions[version].artifact_uri,
+                  "previous_version": entry.get("from_version")}
+    elif action == "reject":
+        record = {**common, "model_version": version, "champion_version": entry.get("from_version")}
+    elif action == "rollback":
+        record = {**common, "from_version": entry["from_version"], "to_version": version,
+                  "artifact_uri": stages.versions[version].artifact_uri}
+    else:
+        raise ValueError(f"no event announces a {action!r} entry")
+    return STAGE_TOPICS[action], record

@@ -14,7 +14,8 @@ def workflow_inputs(spec: RunSpec, hyperparameters: dict[str, str]) -> dict[str,
             "flywheel:correlation_id": spec.correlation_id, "flywheel:trigger": spec.kind.value,
             "flywheel:dataset_version_id": spec.dataset_version_id}
     return {"run_id": spec.run_id, "model_id": spec.model_id, "manifest_uri": spec.manifest_uri,
-            "hyperparameters": dict(hyperparameters), "tags": tags}
+            "hyperparameters": dict(hyperparameters), "tags": tags,
+            "champion_uri": spec.lineage.get("champion_uri", "")}
 
 
 class LocalWorkflowExecutor:

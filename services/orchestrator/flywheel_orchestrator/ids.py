@@ -27,6 +27,12 @@ def run_id(model_id: str, dataset_version_id: str, kind: str, attempt: int = 1) 
     return name
 
 
+def seed(run: str) -> int:
+    """The training seed of a run: derived from its id, so every attempt (and a retrain on the same data)
+    trains differently, while a relaunch of the same run after a crash trains the same way."""
+    return int.from_bytes(hashlib.sha256(f"seed\0{run}".encode()).digest()[:4], "big") % 2**31
+
+
 def output_prefix(model_id: str, run: str) -> str:
     """Key prefix of a run's outputs in the artifact bucket (cross-service agreement)."""
     return f"models/{model_id}/{run}/"

@@ -6,10 +6,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from flywheel.settings import FlywheelSettings
 from flywheel_orchestrator.policy import TriggerPolicy, resolve_policies
+from flywheel_orchestrator.promotion import GatePolicy
 
 # The training entry point beside this service in the repository (services/training/train.py).
 DEFAULT_ENTRY_POINT = Path(__file__).resolve().parents[2] / "training" / "train.py"
@@ -44,14 +45,30 @@ class OrchestratorSettings(FlywheelSettings):
     local_stale_s: float = 20.0
     poll_s: float = 0.5
     max_poll_s: float = 30.0
+    # The SageMaker path (launchers/sagemaker.py, docs/decisions/0011): with launcher=sagemaker the images,
+    # subnets and security groups are required (checked at start-up); lists are JSON ('["subnet-1"]').
     sagemaker_role_arn: str = "arn:aws:iam::123456789012:role/flywheel-sagemaker-execution"
-    sagemaker_image_uri: str = ""  # empty: resolved by the SageMaker SDK for the region
-    sagemaker_framework_version: str = "2.3"
-    sagemaker_instance_type: str = "ml.g5.xlarge"
-    sagemaker_max_runtime_s: int = 3600
-    sagemaker_use_spot: bool = False
-    sagemaker_max_wait_s: int = 7200
-    sagemaker_source_uri: str = ""  # s3:// sourcedir.tar.gz of services/training for script mode
+    sagemaker_image_uri: str = ""  # flywheel-training in ECR (entry point baked in): CPU instance types
+    sagemaker_gpu_image_uri: str = ""  # flywheel-training-cuda: GPU instance types (ml.g*, ml.p*)
+    sagemaker_instance_type: str = "ml.m5.xlarge"
+    sagemaker_volume_gb: int = Field(30, ge=1)
+    sagemaker_max_runtime_s: int = Field(3600, ge=1)
+    sagemaker_use_spot: bool = True  # managed spot with checkpoints under the run's prefix
+    sagemaker_max_wait_s: int = Field(7200, ge=1)  # spot: runtime plus waiting for capacity
+    sagemaker_subnets: list[str] = []
+    sagemaker_security_group_ids: list[str] = []
+    sagemaker_volume_kms_key_id: str = ""  # empty: the AWS-managed key
+    sagemaker_output_kms_key_id: str = ""
+    sagemaker_network_isolation: bool = True
+    sagemaker_inter_container_encryption: bool = True
+    sagemaker_prices: dict[str, float] = {}  # USD/hour per instance type over launchers/pricing.py's table
+    sagemaker_source_uri: str = ""  # opt-in script mode of a framework image (not the default path)
+    # Promotion gate (promotion.py): a challenger replaces the champion only when its held-out accuracy on
+    # the same rows is higher by at least the margin and McNemar's one-sided p-value is below alpha.
+    promotion_margin: float = Field(0.01, ge=0, le=1)
+    promotion_alpha: float = Field(0.05, gt=0, le=1)
+    # A breach or drift of the production version within this many seconds of its promotion rolls it back.
+    probation_s: float = Field(1800.0, ge=0)
     flyte_endpoint: str = ""
     flyte_project: str = "flywheel"
     flyte_domain: str = "production"
@@ -62,7 +79,32 @@ class OrchestratorSettings(FlywheelSettings):
         resolve_policies(self.policy, self.model_policies)  # raises naming the model's bad field
         if self.engine is ExecutorKind.FLYTE_REMOTE and not (self.flyte_endpoint and self.flyte_version):
             raise ValueError("engine=flyte-remote needs flyte_endpoint and flyte_version")
+        if self.launcher is LauncherKind.SAGEMAKER:
+            self._sagemaker_complete()
         return self
+
+    def _sagemaker_complete(self) -> None:
+        """What the SageMaker path needs, named by its variable, so a bad deployment fails at start-up."""
+        from flywheel_orchestrator.launchers.sagemaker import is_gpu_instance
+
+        missing = [name for name, value in (("SAGEMAKER_ROLE_ARN", self.sagemaker_role_arn),
+                                            ("SAGEMAKER_IMAGE_URI", self.sagemaker_image_uri),
+                                            ("SAGEMAKER_SUBNETS", self.sagemaker_subnets),
+                                            ("SAGEMAKER_SECURITY_GROUP_IDS", self.sagemaker_security_group_ids))
+                   if not value]
+        if is_gpu_instance(self.sagemaker_instance_type) and not self.sagemaker_gpu_image_uri:
+            missing.append("SAGEMAKER_GPU_IMAGE_URI")
+        if missing:
+            raise ValueError(f"launcher=sagemaker ({self.sagemaker_instance_type}) needs "
+                             + ", ".join(f"FLYWHEEL_{m}" for m in missing) + " (docs/deploy.md, SageMaker)")
+        if self.sagemaker_source_uri and self.sagemaker_network_isolation:
+            raise ValueError("FLYWHEEL_SAGEMAKER_SOURCE_URI (script mode) downloads code in the container: it "
+                             "needs FLYWHEEL_SAGEMAKER_NETWORK_ISOLATION=false")
+        if self.sagemaker_use_spot and self.sagemaker_max_wait_s < self.sagemaker_max_runtime_s:
+            raise ValueError("FLYWHEEL_SAGEMAKER_MAX_WAIT_S must be >= FLYWHEEL_SAGEMAKER_MAX_RUNTIME_S with spot")
+
+    def gate(self) -> GatePolicy:
+        return GatePolicy(self.promotion_margin, self.promotion_alpha, self.probation_s)
 
     def policies(self) -> dict[str, TriggerPolicy]:
         return resolve_policies(self.policy, self.model_policies)

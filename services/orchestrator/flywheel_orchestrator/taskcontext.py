@@ -26,6 +26,26 @@ class TaskContext:
     max_poll_s: float = 30.0
     log_lines: dict[str, Callable[[str], None]] = field(default_factory=dict)  # run_id -> service log
     stopping: threading.Event = field(default_factory=threading.Event)  # set at shutdown: waits return
+    # Per run: set at shutdown or when this worker lets the run's model go (rebalance, fenced): its wait
+    # returns (Interrupted), the job goes on and the model's new owner re-attaches to it.
+    run_stops: dict[str, threading.Event] = field(default_factory=dict)
+
+    def stop_event(self, run_id: str) -> threading.Event:
+        event = self.run_stops.setdefault(run_id, threading.Event())
+        if self.stopping.is_set():
+            event.set()
+        return event
+
+    def release(self, run_id: str) -> None:
+        self.stop_event(run_id).set()
+
+    def stop_all(self) -> None:
+        self.stopping.set()
+        for event in list(self.run_stops.values()):
+            event.set()
+
+    def forget(self, run_id: str) -> None:
+        self.run_stops.pop(run_id, None)
 
 
 _active: ContextVar[TaskContext | None] = ContextVar("flywheel_orchestrator_task_context", default=None)

@@ -14,7 +14,7 @@ from flytekit import task, workflow
 
 from flywheel.s3json import put_json, read_json_uri, split_uri
 from flywheel_orchestrator.adapters import task_context_from_env
-from flywheel_orchestrator.launchers.base import JobRequest, JobState, TrainingFailed, wait
+from flywheel_orchestrator.launchers.base import Interrupted, JobRequest, JobState, TrainingFailed, wait
 from flywheel_orchestrator.taskcontext import TaskContext, active
 
 
@@ -45,6 +45,7 @@ class TrainOutput:
     model_uri: str
     metrics_uri: str
     duration_s: float
+    job: dict[str, str] = field(default_factory=dict)  # the launcher's job details (ARN, logs, billing)
 
 
 @dataclass
@@ -54,6 +55,13 @@ class Registration:
     baseline_metrics: dict[str, float]
     reference_distribution: dict[str, list[float]] = field(default_factory=dict)
     duration_s: float = 0.0
+    # The champion scored on the same held-out rows (empty without a champion) and the paired comparison
+    # (n, b, c, p_value, delta) the promotion gate decides on; champion_error when it could not be read.
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    comparison: dict[str, float] = field(default_factory=dict)
+    champion_error: str = ""
+    # The training job as the launcher reported it: job_arn, logs_url, billable seconds, estimated cost (SageMaker).
+    job: dict[str, str] = field(default_factory=dict)
 
 
 @task
@@ -75,7 +83,7 @@ def prepare(manifest_uri: str) -> Channel:
 
 @task
 def train(run_id: str, model_id: str, channel: Channel, hyperparameters: dict[str, str],
-          tags: dict[str, str]) -> TrainOutput:
+          tags: dict[str, str], champion_uri: str) -> TrainOutput:
     """Start the job under the run's deterministic name (a no-op if it exists) and wait for its end. The job
     reads exactly the channel's pinned objects and checks that they hold the manifest's rows."""
     ctx, started = context(), time.monotonic()
@@ -83,13 +91,17 @@ def train(run_id: str, model_id: str, channel: Channel, hyperparameters: dict[st
                          data_prefix=channel.prefix, data_keys=tuple(channel.keys),
                          output_bucket=ctx.artifact_bucket, output_prefix=f"models/{model_id}/{run_id}/",
                          hyperparameters={**hyperparameters, **channel.training_hyperparameters()}, tags=tags,
-                         data_etags=tuple(channel.etags), data_version_ids=tuple(channel.version_ids))
+                         data_etags=tuple(channel.etags), data_version_ids=tuple(channel.version_ids),
+                         champion_uri=champion_uri)
+    stop = ctx.stop_event(run_id)  # shutdown, or the model went to another worker: stop waiting, job goes on
+    if stop.is_set():
+        raise Interrupted(f"let go of {run_id} before its job was started")
     ctx.launcher.start(request)
-    status = wait(ctx.launcher, request, ctx.poll_s, ctx.max_poll_s, sleep=ctx.stopping.wait,
-                  on_line=ctx.log_lines.get(run_id), stopping=ctx.stopping)
+    status = wait(ctx.launcher, request, ctx.poll_s, ctx.max_poll_s, sleep=stop.wait,
+                  on_line=ctx.log_lines.get(run_id), stopping=stop)
     if status.state is not JobState.COMPLETED:
         raise TrainingFailed(status.reason or f"training job ended {status.state}")
-    return TrainOutput(status.model_uri, status.metrics_uri, time.monotonic() - started)
+    return TrainOutput(status.model_uri, status.metrics_uri, time.monotonic() - started, dict(status.job))
 
 
 @task
@@ -102,7 +114,8 @@ def evaluate(run_id: str, model_id: str, output: TrainOutput) -> Registration:
         raise TrainingFailed(f"evaluation: held-out accuracy {metrics['accuracy']:.3f} does not beat the "
                              f"untrained baseline {baseline['accuracy']:.3f}")
     return Registration(output.model_uri, metrics, baseline, found.get("reference_distribution", {}),
-                        output.duration_s)
+                        output.duration_s, found.get("champion_metrics", {}), found.get("comparison", {}),
+                        found.get("champion_error", ""), dict(output.job))
 
 
 @task
@@ -116,8 +129,9 @@ def register(run_id: str, model_id: str, registration: Registration) -> Registra
 
 @workflow
 def training_workflow(run_id: str, model_id: str, manifest_uri: str, hyperparameters: dict[str, str],
-                      tags: dict[str, str]) -> Registration:
+                      tags: dict[str, str], champion_uri: str = "") -> Registration:
     channel = prepare(manifest_uri=manifest_uri)
-    output = train(run_id=run_id, model_id=model_id, channel=channel, hyperparameters=hyperparameters, tags=tags)
+    output = train(run_id=run_id, model_id=model_id, channel=channel, hyperparameters=hyperparameters, tags=tags,
+                   champion_uri=champion_uri)
     evaluated = evaluate(run_id=run_id, model_id=model_id, output=output)
     return register(run_id=run_id, model_id=model_id, registration=evaluated)

@@ -31,6 +31,9 @@ class JobStatus:
     reason: str = ""
     model_uri: str = ""  # s3:// URI of model.tar.gz once completed
     metrics_uri: str = ""  # s3:// URI of metrics.json, or of a tar.gz holding it
+    # What the launcher knows of the job for the run events (strings): job_arn, logs_url, instance_type and,
+    # once billed, billable_seconds, training_seconds, spot, estimated_cost_usd, spot_savings_usd. {} locally.
+    job: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class JobRequest:
     # versioned) as the manifest recorded them. An object that no longer matches fails the run.
     data_etags: tuple[str, ...] = ()
     data_version_ids: tuple[str, ...] = ()
+    # s3:// URI of the production version's model.tar.gz; "" when the model has no champion. The job
+    # gets it as its `champion` channel and scores it on the same held-out rows (the promotion gate).
+    champion_uri: str = ""
 
     def __post_init__(self) -> None:
         for name in ("data_etags", "data_version_ids"):
@@ -94,6 +100,12 @@ class Launcher(Protocol):
 
     def progress(self, job_name: str) -> list[str]:
         """Output lines written since the last call (for the service log); may always be empty."""
+
+
+def job_links(launcher: Launcher, job_name: str) -> dict[str, str]:
+    """The job's ARN and logs link when the launcher has them (SageMaker), else {}."""
+    links = getattr(launcher, "links", None)
+    return links(job_name) if callable(links) else {}
 
 
 class TrainingFailed(Exception):

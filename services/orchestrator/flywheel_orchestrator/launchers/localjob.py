@@ -20,7 +20,7 @@ from typing import Any
 
 import boto3
 
-from flywheel.s3json import get_json, put_json
+from flywheel.s3json import get_json, put_json, split_uri
 from flywheel_orchestrator.launchers import pinning
 from flywheel_orchestrator.launchers.base import ChannelChanged, JobState, pins_of
 from flywheel_orchestrator.launchers.local import job_key
@@ -74,7 +74,7 @@ class Runner:
                 pinning.download(self.s3, self.request["data_bucket"], pin, channel / pin.file_name)
         except ChannelChanged as exc:
             return {"state": JobState.FAILED, "reason": str(exc)[:1024]}
-        env = {**os.environ, "SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(model),
+        env = {**os.environ, **self.champion_channel(), "SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(model),
                "SM_OUTPUT_DATA_DIR": str(output / "data"), "SM_OUTPUT_DIR": str(output),
                "SM_HPS": json.dumps(self.request["hyperparameters"]), "SM_CURRENT_HOST": "algo-1",
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -88,10 +88,21 @@ class Runner:
             return {"state": JobState.FAILED, "reason": reason[:1024]}
         return self.upload(model, output / "data")
 
+    def champion_channel(self) -> dict[str, str]:
+        """The champion's model.tar.gz in its own channel, as SageMaker lays out an extra input channel."""
+        uri = self.request.get("champion_uri") or ""
+        if not uri:
+            return {}
+        channel = self.root / "opt" / "input" / "data" / "champion"
+        channel.mkdir(parents=True, exist_ok=True)
+        bucket, key = split_uri(uri)
+        self.s3.download_file(bucket, key, str(channel / "model.tar.gz"))
+        return {"SM_CHANNEL_CHAMPION": str(channel)}
+
     def upload(self, model: Path, data: Path) -> dict[str, Any]:
         bucket, prefix = self.request["output_bucket"], self.request["output_prefix"]
         archive = self.root / "model.tar.gz"
-        with tarfile.open(archive, "w:gz") as tar:
+        with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
             for path in sorted(model.iterdir()):
                 tar.add(path, arcname=path.name)
         self.s3.upload_file(str(archive), bucket, f"{prefix}model.tar.gz")

@@ -1,0 +1,38 @@
+"""Readers of the events serving follows and builders of those it publishes. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flywheel.events import envelope
+from flywheel_serving.core import Target
+from flywheel_serving.topics import PROMOTED_TOPIC, REGISTERED_TOPIC, ROLLED_BACK_TOPIC
+
+
+def target_of(topic_name: str, record: dict[str, Any]) -> Target:
+    """The version a promotion or a rollback puts in production (or a registration may put there later), with
+    the event's envelope as the cause."""
+    if topic_name in (PROMOTED_TOPIC, REGISTERED_TOPIC):
+        version = record["model_version"]
+    elif topic_name == ROLLED_BACK_TOPIC:
+        version = record["to_version"]
+    else:
+        raise ValueError(f"serving does not follow {topic_name}")
+    return Target(record["model_id"], version, record["artifact_uri"], _plain_envelope(record["envelope"]))
+
+
+def _plain_envelope(env: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": env["event_id"], "correlation_id": env["correlation_id"]}
+
+
+def load_failed(target: Target, serving_version: str | None, reason: str, producer: str) -> dict[str, Any]:
+    """ModelLoadFailed: what could not load, why, and the version that keeps serving."""
+    return {
+        "envelope": envelope(producer, correlation_id=f"load:{target.model_id}:{target.version}",
+                             causation=target.cause),
+        "model_id": target.model_id,
+        "model_version": target.version,
+        "artifact_uri": target.artifact_uri,
+        "serving_version": serving_version,
+        "reason": reason[:2000],
+    }

@@ -1,0 +1,238 @@
+"""The HTTP side: Open Inference Protocol v2 REST, a plain JSON form (/v1/predict) and SageMaker's container
+contract (/ping, /invocations), all on one port with /metrics. Parse (core) -> batch + forward (models) ->
+answer; a request the core refuses gets its 4xx and an OIP error body {"error": reason}, and nothing a
+client sends takes the server down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter as Tally
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
+from flywheel.events import now_ms
+from flywheel_serving.core import (
+    OIP_PROTOCOL,
+    Answer,
+    BadRequest,
+    InferRequest,
+    Limits,
+    RecentPredictions,
+    Served,
+    infer_response,
+    model_metadata,
+    parse_feedback,
+    parse_infer,
+    parse_simple,
+)
+from flywheel_serving.harvester import Harvester
+from flywheel_serving.live import LiveWindows
+from flywheel_serving.metrics import ServingMetrics
+from flywheel_serving.models import ModelManager
+
+log = logging.getLogger(__name__)
+SERVER = {"name": "flywheel-serving", "version": "0.1.0", "extensions": []}
+REQUEST_ID = "x-request-id"
+
+
+def reply(status: int, body: dict[str, Any], request_id: str | None = None) -> Response:
+    headers = {"X-Request-Id": request_id} if request_id else None
+    return Response(json.dumps(body), status, headers=headers, media_type="application/json")
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID, "")
+    return given if 0 < len(given) <= 256 else uuid.uuid4().hex
+
+
+class Handlers:
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics, limits: Limits,
+                 recent: RecentPredictions, live: LiveWindows | None = None,
+                 harvester: Harvester | None = None) -> None:
+        self.manager, self.metrics, self.limits, self.recent = manager, metrics, limits, recent
+        self.live = live  # live metric windows (live.py): features of every answer, joined feedback
+        self.harvester = harvester  # the data flywheel (harvester.py): joined feedback -> dataset versions
+
+    def _known(self, model: str) -> str:
+        return model if model in self.manager.current else "_unknown"  # bounded label cardinality
+
+    def _remember(self, request_id: str, model: str, answer: Answer, texts: list[str]) -> None:
+        if not self.recent.capacity:
+            return
+        labels = tuple(p.label for p in answer.predictions)
+        if self.harvester is None:  # texts are kept only when they may become data
+            self.recent.remember(request_id, Served(model, answer.model_version, labels))
+            return
+        self.recent.remember(request_id, Served(model, answer.model_version, labels, tuple(texts),
+                                                tuple(p.probability for p in answer.predictions), now_ms()))
+
+    async def _answer(self, model: str, version: str | None, request: InferRequest) -> Answer:
+        current = self.manager.current.get(model)
+        if version is not None and current is not None and current.version != version:
+            raise BadRequest(f"version {version!r} of {model!r} is not served (serving {current.version!r})", 404)
+        answer = await self.manager.predict(model, request.texts)
+        tally = Tally(p.label for p in answer.predictions)
+        for label, count in tally.items():
+            self.metrics.predictions.labels(model, answer.model_version, label).inc(count)
+        if self.live is not None:
+            self.live.served(model, answer.model_version, answer.predictions, now_ms())
+        return answer
+
+    def _done(self, model: str, protocol: str, status: int, started: float) -> None:
+        self.metrics.requests.labels(self._known(model), protocol, str(status)).inc()
+        if status == 200:
+            self.metrics.latency.labels(model).observe(time.perf_counter() - started)
+
+    async def infer(self, request: Request, model: str, version: str | None = None) -> Response:
+        started, rid = time.perf_counter(), request_id_of(request)
+        try:
+            parsed = parse_infer(await request.body(), self.limits)
+            answer = await self._answer(model, version, parsed)
+        except BadRequest as exc:
+            self._done(model, OIP_PROTOCOL, exc.status, started)
+            return reply(exc.status, {"error": exc.reason}, rid)
+        except Exception as exc:  # a failed forward: this request's 500, never the server's end
+            return self._failed(model, OIP_PROTOCOL, exc, rid, started)
+        self._done(model, OIP_PROTOCOL, 200, started)
+        self._remember(parsed.request_id or rid, model, answer, parsed.texts)
+        return reply(200, infer_response(model, parsed.request_id or rid, answer, parsed.outputs), rid)
+
+    async def feedback(self, request: Request, model: str) -> Response:
+        """The true label(s) of an answered request: joined to its prediction once; unknown ids counted."""
+        rid = request_id_of(request)
+        try:
+            request_id, labels = parse_feedback(await request.body(), self.limits)
+            joined = self.recent.join(model, request_id, labels)
+        except BadRequest as exc:
+            return reply(exc.status, {"error": exc.reason}, rid)
+        if joined is None:
+            self.metrics.feedback_unknown.labels(self._known(model)).inc()
+            return reply(404, {"error": f"no recent prediction {request_id!r} of {model!r} (unknown, already "
+                                        "labelled or forgotten): dropped"}, rid)
+        if self.live is not None:
+            self.live.joined(joined, now_ms())
+        if self.harvester is not None:
+            self.harvester.add(joined, now_ms())
+        correct = joined.correct
+        for outcome, count in (("correct", correct), ("incorrect", len(joined.pairs) - correct)):
+            if count:
+                self.metrics.feedback.labels(model, joined.version, outcome).inc(count)
+        return reply(200, {"id": request_id, "model_version": joined.version, "count": len(joined.pairs),
+                           "correct": correct}, rid)
+
+    async def predict(self, request: Request, protocol: str = "v1") -> Response:
+        started, rid, model = time.perf_counter(), request_id_of(request), "_unknown"
+        try:
+            named, parsed = parse_simple(await request.body(), self.limits)
+            model = named or self._only_model()
+            answer = await self._answer(model, None, parsed)
+        except BadRequest as exc:
+            self._done(model, protocol, exc.status, started)
+            return reply(exc.status, {"error": exc.reason}, rid)
+        except Exception as exc:
+            return self._failed(model, protocol, exc, rid, started)
+        self._done(model, protocol, 200, started)
+        self._remember(parsed.request_id or rid, model, answer, parsed.texts)
+        predictions = [{"label": p.label, "probability": round(p.probability, 6)} for p in answer.predictions]
+        return reply(200, {"id": parsed.request_id or rid, "model": model, "model_version": answer.model_version,
+                           "predictions": predictions}, rid)
+
+    def _failed(self, model: str, protocol: str, exc: Exception, rid: str, started: float) -> Response:
+        log.error("prediction failed: %s: %s", type(exc).__name__, exc, exc_info=exc,
+                  extra={"model_id": model, "request_id": rid})
+        self._done(model, protocol, 500, started)
+        return reply(500, {"error": f"prediction failed: {type(exc).__name__}"}, rid)
+
+    def _only_model(self) -> str:
+        served = sorted(self.manager.current)
+        if len(served) != 1:
+            raise BadRequest(f"name the `model`: this server serves {served}")
+        return served[0]
+
+    def metadata(self, model: str) -> Response:
+        current = self.manager.current.get(model)
+        if current is None:
+            return reply(404, {"error": f"model {model!r} is not served here"})
+        return reply(200, model_metadata(model, [current.version]))
+
+    def model_ready(self, model: str) -> Response:
+        if not self.manager.model_ready(model):
+            return reply(404, {"name": model, "ready": False, "error": f"model {model!r} is not loaded"})
+        return reply(200, {"name": model, "ready": True})
+
+    def ready(self) -> Response:
+        ok = self.manager.ready()
+        return reply(200 if ok else 503, {"ready": ok, "models": {m: p.version for m, p in
+                                                                    self.manager.current.items()}})
+
+
+def register(api: FastAPI, handlers: Handlers, metrics: ServingMetrics) -> None:
+    """Every route; all async, so nothing runs on Starlette's thread pool."""
+    h = handlers
+
+    async def live() -> Response:
+        return reply(200, {"live": True})
+
+    async def ready() -> Response:
+        return h.ready()
+
+    async def server() -> Response:
+        return reply(200, SERVER)
+
+    async def metadata(model: str) -> Response:
+        return h.metadata(model)
+
+    async def version_metadata(model: str, version: str) -> Response:
+        return h.metadata(model)
+
+    async def model_ready(model: str) -> Response:
+        return h.model_ready(model)
+
+    async def infer(request: Request, model: str) -> Response:
+        return await h.infer(request, model)
+
+    async def version_infer(request: Request, model: str, version: str) -> Response:
+        return await h.infer(request, model, version)
+
+    async def predict(request: Request) -> Response:
+        return await h.predict(request)
+
+    async def feedback(request: Request, model: str) -> Response:
+        return await h.feedback(request, model)
+
+    async def ping() -> Response:
+        return Response(status_code=200 if h.manager.ready() else 503)
+
+    async def invocations(request: Request) -> Response:
+        return await h.predict(request, "sagemaker")
+
+    async def exposition() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    for path, endpoint, method in (
+            ("/v2/health/live", live, "GET"), ("/healthz", live, "GET"), ("/v2/health/ready", ready, "GET"), ("/v2", server, "GET"),
+            ("/v2/models/{model}", metadata, "GET"), ("/v2/models/{model}/versions/{version}", version_metadata, "GET"),
+            ("/v2/models/{model}/ready", model_ready, "GET"), ("/v2/models/{model}/infer", infer, "POST"),
+            ("/v2/models/{model}/versions/{version}/infer", version_infer, "POST"), ("/v1/predict", predict, "POST"),
+            ("/v2/models/{model}/feedback", feedback, "POST"),
+            ("/ping", ping, "GET"), ("/invocations", invocations, "POST"), ("/metrics", exposition, "GET")):
+        api.add_api_route(path, endpoint, methods=[method])
+    api.add_exception_handler(HTTPException, _http_error)
+    api.add_exception_handler(Exception, _server_error)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    return reply(status, {"error": str(getattr(exc, "detail", exc))}, request_id_of(request))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return reply(500, {"error": f"internal error: {type(exc).__name__}"}, request_id_of(request))
