@@ -43,11 +43,11 @@ infra: install checkov
 	$(PY) -m flywheel_infra.app .flywheel/cdk.out --nag
 	$(PY) -m pytest -m infra tests/infra $(PYTEST_ARGS)
 
-# Run the platform on the embedded default: local stack, three services, the demo scenario.
+# Run the platform on the embedded default: local stack, four services, the demo scenario.
 run: install
 	$(PY) -m flywheel demo $(ARGS)
 
-# Start the stack and the three idle services until Ctrl-C.
+# Start the stack and the four idle services until Ctrl-C.
 up: install
 	$(PY) -m flywheel up $(ARGS)
 

@@ -21,6 +21,18 @@ EXIT_CONFIG = 78  # EX_CONFIG: bad configuration, do not restart-loop blindly
 def run_service(name: str, load_settings: Callable[[], FlywheelSettings],
                 create_app: Callable[[Any], faust.App]) -> None:
     """Start a worker; a bad setting fails here, naming the field, before anything connects."""
+    settings = prepare(name, load_settings)
+    app = create_app(settings)
+    logging.getLogger(name).info("starting", extra={"service": name, "kafka": settings.kafka_bootstrap,
+                                                    "web_port": settings.web_port})
+    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False,
+                          override_logging=False, quiet=True)
+    worker.execute_from_commandline()
+
+
+def prepare(name: str, load_settings: Callable[[], FlywheelSettings]) -> Any:
+    """What every service does before it starts: settings validated (exit 78 naming the field), logging
+    configured, the topics it touches checked against the catalogue (exit 78 on a mismatch, 75 when missing)."""
     try:
         settings = load_settings()
     except (ValidationError, ValueError) as exc:
@@ -28,12 +40,7 @@ def run_service(name: str, load_settings: Callable[[], FlywheelSettings],
         sys.exit(EXIT_CONFIG)
     logs.configure(settings.log_format, settings.log_level)
     refuse_mismatched_topics(name, settings)
-    app = create_app(settings)
-    logging.getLogger(name).info("starting", extra={"service": name, "kafka": settings.kafka_bootstrap,
-                                                    "web_port": settings.web_port})
-    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False,
-                          override_logging=False, quiet=True)
-    worker.execute_from_commandline()
+    return settings
 
 
 def refuse_mismatched_topics(name: str, settings: FlywheelSettings) -> None:
