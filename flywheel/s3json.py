@@ -12,14 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from flywheel.s3conditional import (  # noqa: F401 - the conditional helpers, re-exported for adapters
-    MISSING,
-    PRECONDITION_FAILED,
-    error_code,
-    get_json_etag,
-    is_precondition_failure,
-    put_json_if,
-)
+from flywheel.s3conditional import MISSING
 
 
 def is_missing(exc: ClientError) -> bool:

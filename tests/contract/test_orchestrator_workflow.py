@@ -10,7 +10,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from flywheel.bootstrap import build_codec
 from flywheel.s3json import get_json
@@ -79,15 +78,10 @@ class FinishedJob:
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3")
-        for bucket in ("flywheel-data", "flywheel-artifacts"):
-            s3.create_bucket(Bucket=bucket)
-        yield s3
+def aws(moto_s3):
+    for bucket in ("flywheel-data", "flywheel-artifacts"):
+        moto_s3.create_bucket(Bucket=bucket)
+    return moto_s3
 
 
 def spec_for(manifest_uri: str) -> RunSpec:

@@ -15,6 +15,7 @@ from botocore.retries.standard import RetryContext, ThrottledRetryableChecker, T
 from flywheel import s3json
 from flywheel.errors import CodecError
 from flywheel.faust_app import FaustPublisher
+from flywheel.s3conditional import error_code, is_precondition_failure
 from flywheel_ingest.ids import clean_etag
 from flywheel_ingest.layout import ObjectSeen
 from flywheel_ingest.ports import Conflict, QueueMessage, Unpublishable
@@ -25,8 +26,6 @@ _THROTTLED, _TRANSIENT = ThrottledRetryableChecker(), TransientRetryableChecker(
 # An object listed and then gone (or replaced) before its read: the version changed under the close, and the
 # next attempt re-lists it. Not a defect of the data.
 _CHANGED_UNDER_US = {"NoSuchKey", "PreconditionFailed"}
-# A conditional write of ingest's own documents lost to another replica's (docs/decisions/0010).
-_CONDITION_LOST = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 # What the producer or the broker refuses for good, whatever the retries: the record itself is the problem.
 _TOO_LARGE = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError,
               kafka_errors.RecordTooLargeError)
@@ -150,9 +149,9 @@ class S3Store:
             reply = self.client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=1).encode(),
                                            ContentType="application/json", **condition)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if condition and (code in _CONDITION_LOST or (if_match and s3json.is_missing(exc))):
-                raise Conflict(f"{key}: {code}") from exc
+            # A conditional write of ingest's own documents lost to another replica's (docs/decisions/0010).
+            if condition and (is_precondition_failure(exc) or (if_match and s3json.is_missing(exc))):
+                raise Conflict(f"{key}: {error_code(exc)}") from exc
             raise
         return str(reply.get("ETag", ""))
 

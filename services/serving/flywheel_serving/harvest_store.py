@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from flywheel.s3conditional import is_precondition_failure
+
 
 class KeyTaken(Exception):
     """The key already exists (HTTP 412 on a create-only put)."""
@@ -29,14 +31,6 @@ class S3FeedbackStore:
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", ContentType=content_type)
         except ClientError as exc:
-            if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
+            if is_precondition_failure(exc):
                 raise KeyTaken(key) from None
             raise
-
-
-def _status(exc: Any) -> int | None:
-    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
