@@ -16,7 +16,7 @@ from flywheel.bootstrap import build_codec
 from flywheel.clistyle import paint
 from flywheel.errors import FlywheelError, InvalidEvent, RegistryUnavailable
 from flywheel.events import envelope, jsonable, now_ms
-from flywheel.publish import KafkaPublisher
+from flywheel.publish import publish_for_command
 from flywheel.records import apply_assignment, with_defaults
 from flywheel.settings import FlywheelSettings
 from flywheel.topicreader import watch
@@ -86,17 +86,6 @@ def build_record(codec: Any, event: str, assignments: list[str]) -> dict[str, An
     return record
 
 
-def _publish(settings: FlywheelSettings, codec: Any, topic: str, record: dict[str, Any], command: str) -> int:
-    try:
-        msg = KafkaPublisher(settings, codec, timeout_s=15).publish(topic, record)
-    except (TimeoutError, RuntimeError) as exc:
-        print(f"flywheel {command}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({"topic": topic, "partition": msg.partition(), "offset": msg.offset(),
-                      "event_id": record["envelope"]["event_id"]}))
-    return 0
-
-
 def cmd_produce(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     codec = build_codec(settings)
     try:
@@ -106,7 +95,7 @@ def cmd_produce(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     except (FlywheelError, KeyError) as exc:
         print(f"flywheel produce: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return EXIT_USAGE
-    return _publish(settings, codec, topic, record, "produce")
+    return publish_for_command(settings, codec, topic, record, "produce")
 
 
 def cmd_retrain(args: argparse.Namespace, settings: FlywheelSettings) -> int:
@@ -119,7 +108,7 @@ def cmd_retrain(args: argparse.Namespace, settings: FlywheelSettings) -> int:
     except FlywheelError as exc:
         print(f"flywheel retrain: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return _publish(settings, codec, MANUAL_RETRAIN_TOPIC, record, "retrain")
+    return publish_for_command(settings, codec, MANUAL_RETRAIN_TOPIC, record, "retrain")
 
 
 def decode_line(codec: Any, msg: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from flywheel.errors import CodecError
 from flywheel.events import jsonable, to_millis
 from flywheel.publish import KafkaPublisher
 from flywheel.settings import FlywheelSettings
-from flywheel.topicreader import read_raw_to_end
+from flywheel.topicreader import RawRead, read_raw_to_end
 
 DEAD_LETTER_SCHEMA = "DeadLetter"
 REPLAY_HEADER = "flywheel-replay-of"
@@ -130,21 +130,12 @@ class Filter:
                 and (self.until_ms is None or letter.at_ms < self.until_ms))
 
 
-@dataclass
-class RawRead:
-    """Records of some topics up to their end at call time, and whether every partition was read to its end."""
-
-    messages: list[RawMessage] = field(default_factory=list)
-    complete: bool = True
-    unfinished: list[tuple[str, int]] = field(default_factory=list)
-
-
 def read_raw(settings: FlywheelSettings, topics: Iterable[str], *, timeout_s: float = 30.0,
              reader: str = "dlq") -> RawRead:
     """Every record of `topics` up to their high watermarks at call time, headers included
     (`flywheel.topicreader.read_raw_to_end`); `complete=False` when the deadline came first."""
     read = read_raw_to_end(settings, topics, timeout_s=timeout_s, reader=reader)
-    return RawRead([_raw(m) for m in read.messages], read.complete, read.unfinished)
+    return replace(read, messages=[_raw(m) for m in read.messages])
 
 
 def _raw(message: Any) -> RawMessage:

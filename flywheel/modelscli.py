@@ -19,7 +19,7 @@ from flywheel.bootstrap import aws_client, build_codec
 from flywheel.clistyle import paint
 from flywheel.events import envelope
 from flywheel.lifecycle import PROMOTABLE, ModelStages, StageStore
-from flywheel.publish import KafkaPublisher
+from flywheel.publish import publish_for_command
 from flywheel.settings import FlywheelSettings
 
 TOPIC = "model.stage-change-requested"
@@ -87,13 +87,8 @@ def _request(settings: FlywheelSettings, model_id: str, action: str, version: st
     codec = build_codec(settings)
     record = {"envelope": envelope("cli"), "model_id": model_id, "action": action, "model_version": version,
               "reason": reason or f"{action} asked for by an operator"}
-    try:
-        msg = KafkaPublisher(settings, codec, timeout_s=15).publish(TOPIC, record)
-    except (TimeoutError, RuntimeError) as exc:
-        print(f"flywheel models {action}: {exc}", file=sys.stderr)
+    if publish_for_command(settings, codec, TOPIC, record, f"models {action}"):
         return 1
-    print(json.dumps({"topic": TOPIC, "partition": msg.partition(), "offset": msg.offset(),
-                      "event_id": record["envelope"]["event_id"]}))
     print(paint(f"asked; the orchestrator applies it: `flywheel models describe {model_id}`", "dim"), file=sys.stderr)
     return 0
 

@@ -11,6 +11,8 @@ the catalogue names. Two transports use it:
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +101,17 @@ class KafkaPublisher:
     def flush(self) -> None:
         if self._producer.flush(self.timeout_s):
             raise TimeoutError(f"the broker did not acknowledge every record within {self.timeout_s:.0f}s")
+
+
+def publish_for_command(settings: FlywheelSettings, codec: AvroCodec, topic_name: str, record: dict[str, Any],
+                        command: str) -> int:
+    """Publish one record for a command line: where it landed as one JSON line on stdout, exit status 0;
+    on a broker that does not take it, the reason on stderr and exit status 1."""
+    try:
+        msg = KafkaPublisher(settings, codec, timeout_s=15).publish(topic_name, record)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"flywheel {command}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"topic": topic_name, "partition": msg.partition(), "offset": msg.offset(),
+                      "event_id": record["envelope"]["event_id"]}))
+    return 0

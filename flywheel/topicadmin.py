@@ -35,21 +35,6 @@ class TopicsUnavailable(TopicAdminError):
 
 
 @dataclass(frozen=True)
-class Wanted:
-    """A topic as the catalogue wants it in one environment."""
-
-    name: str
-    partitions: int
-    replication_factor: int
-    configs: Mapping[str, str]
-
-    @classmethod
-    def of(cls, spec: TopicSpec, environment: str) -> Wanted:
-        return cls(spec.name, spec.partitions, durability(environment).replication_factor,
-                   spec.configs(environment))
-
-
-@dataclass(frozen=True)
 class Found:
     """A topic as the cluster has it; `configs` holds the values in effect that the broker reports."""
 
@@ -57,6 +42,16 @@ class Found:
     partitions: int
     replication_factor: int
     configs: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Wanted(Found):
+    """A topic as the catalogue wants it in one environment (the same shape as what the cluster has)."""
+
+    @classmethod
+    def of(cls, spec: TopicSpec, environment: str) -> Wanted:
+        return cls(spec.name, spec.partitions, durability(environment).replication_factor,
+                   spec.configs(environment))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def test_topics_lists_the_whole_catalogue(capsys: pytest.CaptureFixture[str]) ->
 def test_retrain_builds_a_manual_request_for_the_operator_topic(monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(cli, "_publish", lambda settings, codec, topic, record, command: sent.append(
+    monkeypatch.setattr(cli, "publish_for_command", lambda settings, codec, topic, record, command: sent.append(
         (topic, record)) or 0)
     assert cli.main(["retrain", "support-intent", "--reason", "new labels"]) == 0
     [(topic, record)] = sent
