@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import BenchResult
 
 # Each module exposes run(quick: bool) -> BenchResult | list[BenchResult].
-BENCHES = ["codec", "ingest", "orchestrator", "monitor", "platform", "serving"]
+BENCHES = ["codec", "ingest", "orchestrator", "monitor", "platform", "serving", "scale"]
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "bench" / "results"

@@ -8,6 +8,8 @@ as a generated table; contract tests keep the three in step.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -63,7 +65,22 @@ class TopicSpec:
 
 # Keyed by model_id so that every event about one model keeps its order; co-partitioned (same count)
 # so that an agent can join them against tables keyed by model.
-MODEL_PARTITIONS = 4
+DEFAULT_MODEL_PARTITIONS = 4
+
+
+def model_partitions(environ: Mapping[str, str] = os.environ) -> int:
+    """The model topics' partition count: 4, or FLYWHEEL_MODEL_PARTITIONS for a deployment that runs more
+    workers than that. Every service and `flywheel topics apply` must see the same value; on existing topics
+    a change is refused like any partition change (docs/operations.md, "Scaling out")."""
+    raw = environ.get("FLYWHEEL_MODEL_PARTITIONS", "").strip()
+    if not raw:
+        return DEFAULT_MODEL_PARTITIONS
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ValueError(f"FLYWHEEL_MODEL_PARTITIONS must be a whole number from 1 to 256, got {raw!r}")
+    return int(raw)
+
+
+MODEL_PARTITIONS = model_partitions()
 
 _O, _M = (Service.ORCHESTRATOR,), (Service.MONITOR,)
 _DLQ_MS = DEAD_LETTER_RETENTION_MS
@@ -93,7 +110,14 @@ TOPICS: tuple[TopicSpec, ...] = (
               "A version became production (the promotion gate's evidence inside); serving swaps to it.",
               consumers=(Service.SERVING,)),
     TopicSpec("model.version-rejected", "ModelVersionRejected", "model_id", MODEL_PARTITIONS, Service.ORCHESTRATOR,
-              "The promotion gate kept a registered version out of production, with its evidence."),
+              "The promotion gate kept a registered version out of production, with its evidence; serving drops "
+              "it if it was the shadow.", consumers=(Service.SERVING,)),
+    TopicSpec("model.version-shadowed", "ModelVersionShadowed", "model_id", MODEL_PARTITIONS, Service.ORCHESTRATOR,
+              "A version passed the offline gate and became the candidate serving shadows beside production.",
+              consumers=(Service.SERVING,)),
+    TopicSpec("model.shadow-evaluated", "ModelShadowEvaluated", "model_id", MODEL_PARTITIONS, Service.SERVING,
+              "A window of live paired correctness, shadow candidate vs production, from labelled feedback.",
+              consumers=_O),
     TopicSpec("model.version-rolled-back", "ModelVersionRolledBack", "model_id", MODEL_PARTITIONS,
               Service.ORCHESTRATOR, "Production went back to the previous version (probation breach or operator).",
               consumers=(Service.SERVING,)),

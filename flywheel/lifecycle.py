@@ -41,17 +41,30 @@ class VersionRecord:
     registered_at: int = 0
     promoted_at: int | None = None
     dataset_version_id: str = ""
+    # A candidate in shadow (docs/decisions/0013-shadow-evaluation.md): started_at, against (the production
+    # version it is paired with), the live paired counts n, b, c, and the windows already counted.
+    shadow: dict[str, Any] = field(default_factory=dict)
+    # Every dataset version it was trained on, base first (docs/decisions/0012-retrain-data-policy.md).
+    training_dataset_version_ids: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "artifact_uri": self.artifact_uri, "metrics": dict(self.metrics),
-                "registered_at": self.registered_at, "promoted_at": self.promoted_at,
-                "dataset_version_id": self.dataset_version_id}
+        doc = {"stage": self.stage, "artifact_uri": self.artifact_uri, "metrics": dict(self.metrics),
+               "registered_at": self.registered_at, "promoted_at": self.promoted_at,
+               "dataset_version_id": self.dataset_version_id}
+        if self.training_dataset_version_ids:
+            doc["training_dataset_version_ids"] = list(self.training_dataset_version_ids)
+        return {**doc, "shadow": dict(self.shadow)} if self.shadow else doc
+
+    def shadow_counts(self) -> dict[str, float]:
+        return {k: float(self.shadow.get(k, 0)) for k in SHADOW_COUNTS} if self.shadow else {}
 
     @classmethod
     def from_dict(cls, version: str, doc: dict[str, Any]) -> VersionRecord:
         return cls(version=version, stage=doc["stage"], artifact_uri=doc.get("artifact_uri", ""),
                    metrics=dict(doc.get("metrics") or {}), registered_at=int(doc.get("registered_at") or 0),
-                   promoted_at=doc.get("promoted_at"), dataset_version_id=doc.get("dataset_version_id", ""))
+                   promoted_at=doc.get("promoted_at"), dataset_version_id=doc.get("dataset_version_id", ""),
+                   shadow=dict(doc.get("shadow") or {}),
+                   training_dataset_version_ids=tuple(doc.get("training_dataset_version_ids") or ()))
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,11 @@ class ModelStages:
     def promoted_at(self) -> int | None:
         record = self.production_record()
         return record.promoted_at if record else None
+
+    def shadow_record(self) -> VersionRecord | None:
+        """The candidate serving shadows beside production (start_shadow), if any."""
+        shadows = [r for r in self.versions.values() if r.stage == "candidate" and r.shadow]
+        return max(shadows, key=lambda r: r.shadow.get("started_at", 0)) if shadows else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "generation": self.generation, "production": self.production,
@@ -127,11 +145,13 @@ def _with(stages: ModelStages, *records: VersionRecord, production: str | None, 
 
 
 def register(stages: ModelStages, version: str, artifact_uri: str, *, at: int, metrics: dict[str, Any] | None = None,
-             dataset_version_id: str = "", reason: str = "registered") -> ModelStages:
+             dataset_version_id: str = "", reason: str = "registered",
+             training_dataset_version_ids: tuple[str, ...] = ()) -> ModelStages:
     """Record a new version (stage registered); registering a known version again changes nothing."""
     if version in stages.versions:
         return stages
-    record = VersionRecord(version, "registered", artifact_uri, dict(metrics or {}), at, None, dataset_version_id)
+    record = VersionRecord(version, "registered", artifact_uri, dict(metrics or {}), at, None, dataset_version_id,
+                           training_dataset_version_ids=tuple(training_dataset_version_ids))
     return _with(stages, record, production=stages.production,
                  entry=_entry(at, "register", version, None, reason, None))
 
@@ -144,6 +164,43 @@ def nominate(stages: ModelStages, version: str) -> ModelStages:
     if record.stage != "registered":
         raise IllegalTransition(f"{version!r} is {record.stage}, only a registered version becomes a candidate")
     return replace(stages, versions={**stages.versions, version: replace(record, stage="candidate")})
+
+
+SHADOW_COUNTS = ("n", "b", "c", "production_correct", "shadow_correct")
+MAX_SHADOW_WINDOWS = 2000  # window ids kept per candidate for idempotency (a window redelivered later is ignored)
+
+
+def start_shadow(stages: ModelStages, version: str, *, at: int, reason: str, evidence: dict[str, Any] | None = None,
+                 extra: dict[str, str] | None = None) -> ModelStages:
+    """A candidate that passed the offline gate goes into shadow beside production (stage stays candidate); a
+    candidate shadowed before it is rejected, superseded (its entry's cause is this one's + '/superseded')."""
+    record = _record(stages, version)
+    if record.stage not in JUDGEABLE:
+        raise IllegalTransition(f"{version!r} is {record.stage}; only a registered or candidate version is shadowed")
+    if stages.production is None:
+        raise IllegalTransition(f"model {stages.model_id!r} has no production version to shadow {version!r} against")
+    old = stages.shadow_record()
+    if old is not None and old.version != version:
+        cause = {"cause": f"{(extra or {}).get('cause', '')}/superseded"}
+        stages = _with(stages, replace(old, stage="rejected"), production=stages.production,
+                       entry=_entry(at, "reject", old.version, stages.production,
+                                    f"superseded in shadow by {version}", old.shadow_counts(), cause))
+    shadow = {"started_at": at, "against": stages.production, **dict.fromkeys(SHADOW_COUNTS, 0), "windows": []}
+    return _with(stages, replace(record, stage="candidate", shadow=shadow), production=stages.production,
+                 entry=_entry(at, "shadow", version, stages.production, reason, evidence, extra))
+
+
+def add_shadow_window(stages: ModelStages, version: str, window_id: str, counts: dict[str, int]) -> ModelStages:
+    """Add one window of live paired counts to the shadowed candidate (a window already counted changes nothing)."""
+    record = _record(stages, version)
+    if record.stage != "candidate" or not record.shadow:
+        raise IllegalTransition(f"{version!r} is {record.stage}, not a candidate in shadow")
+    shadow = record.shadow
+    if window_id in shadow.get("windows", []):
+        return stages
+    updated = {**shadow, **{k: int(shadow.get(k, 0)) + int(counts.get(k, 0)) for k in SHADOW_COUNTS},
+               "windows": [*shadow.get("windows", []), window_id][-MAX_SHADOW_WINDOWS:]}
+    return replace(stages, versions={**stages.versions, version: replace(record, shadow=updated)})
 
 
 def promote(stages: ModelStages, version: str, *, at: int, reason: str,

@@ -73,8 +73,9 @@ def checkov_skip(construct: IConstruct, check: str, reason: str) -> None:
 
 
 # Constructs CDK adds by itself (custom-resource providers and their roles); the app defines no Lambda.
+AWS_CUSTOM_RESOURCE = "AWS679f53fac002430cb0da5b7982bd2287"  # the singleton handler of every AwsCustomResource
 CDK_INTERNALS = ("@aws-cdk--aws-eks.", "BucketNotificationsHandler", "AWSCDKCfnUtilsProvider",
-                 "AWSCDKOpenIdConnectProvider", "/Cluster/Resource/CreationRole/")
+                 "AWSCDKOpenIdConnectProvider", "/Cluster/Resource/CreationRole/", AWS_CUSTOM_RESOURCE)
 CDK_LAMBDA_SKIPS = {
     "CKV_AWS_115": "CDK's custom-resource handler runs only during deployments; reserved concurrency would "
                    "only take from the account's pool.",

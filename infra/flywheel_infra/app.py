@@ -51,7 +51,8 @@ def build(outdir: str | Path | None = None, *, nag: bool = False, of: Names | No
     n = of or names()
     app = cdk.App(outdir=None if outdir is None else str(outdir), context=CONTEXT)
     network = NetworkStack(app, f"{STACK_PREFIX}Network", description="Flywheel: VPC and endpoints")
-    data = DataStack(app, f"{STACK_PREFIX}Data", names=n,
+    data = DataStack(app, f"{STACK_PREFIX}Data", names=n, vpc=network.vpc,
+                     sagemaker_security_group=network.sagemaker_security_group,
                      description="Flywheel: S3, S3 notifications queue, ECR, Glue registry, SageMaker role")
     kafka = KafkaStack(app, f"{STACK_PREFIX}Kafka", names=n, vpc=network.vpc,
                        description="Flywheel: MSK with IAM auth over TLS")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnJson, CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnJson, CfnOutput, CfnParameter, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks as eks
 from aws_cdk import aws_iam as iam
@@ -13,6 +13,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk.lambda_layer_kubectl_v35 import KubectlV35Layer
 from constructs import Construct
 
+from flywheel_dev import iam as generated
 from flywheel_infra.acks import (
     LAMBDA_BASIC,
     LAMBDA_VPC,
@@ -35,16 +36,30 @@ FLYTE_NAMESPACE = "flyte"
 FLYTE_RELEASE = "flyte-binary"
 FLYTE_CHART_REPOSITORY = "https://flyteorg.github.io/flyte"
 FLYTE_CHART_VERSION = "v1.16.0"  # flyteadmin/propeller matching the flytekit 1.16 the lock pins
-FLYTE_DOMAINS = ("development", "staging", "production")
+FLYTE_DOMAINS = generated.FLYTE_DOMAINS  # each one's task pods run as FlyteTaskRole (flywheel_dev.iam)
 FLYTE_DB_NAME = "flyteadmin"
 FLYTE_DB_USER = "flyteadmin"
 FLYTE_DB_PASSWORD_SECRET = "flyte-db-pass"  # Kubernetes Secret holding pass.txt (docs/deploy.md)
 FLYTE_DB_INSTANCE = "t4g.micro"
 
+# Operators' cluster access: an EKS access entry for the role given at deploy time
+# (`cdk deploy FlywheelCluster --parameters AdminRoleArn=arn:aws:iam::<account>:role/<role>`).
+ADMIN_ROLE_PARAMETER = "AdminRoleArn"
+ADMIN_ACCESS_POLICY = "AmazonEKSClusterAdminPolicy"
+
+# Metrics: the Prometheus Operator, Prometheus, Alertmanager and Grafana (kube-prometheus-stack) in the namespace
+# the services' NetworkPolicies admit scrapes from. Its Prometheus selects every ServiceMonitor and PrometheusRule
+# in the cluster (not only those labelled with its release), so k8s/base's ServiceMonitors are scraped as they are.
+MONITORING_NAMESPACE = "monitoring"
+PROMETHEUS_RELEASE = "kube-prometheus-stack"
+PROMETHEUS_CHART_REPOSITORY = "https://prometheus-community.github.io/helm-charts"
+PROMETHEUS_CHART_VERSION = "81.6.2"
+
 
 def web_identity(cluster: eks.Cluster, scope: Construct, construct_id: str, *, operator: str,
-                 subject: str) -> iam.WebIdentityPrincipal:
-    """IRSA trust: tokens of the cluster's OIDC issuer, for exactly this ServiceAccount, for STS."""
+                 subject: str | list[str]) -> iam.WebIdentityPrincipal:
+    """IRSA trust: tokens of the cluster's OIDC issuer, for exactly this ServiceAccount (or any one of
+    these), for STS."""
     issuer = cluster.cluster_open_id_connect_issuer
     claims = CfnJson(scope, construct_id, value={f"{issuer}:sub": subject, f"{issuer}:aud": "sts.amazonaws.com"})
     return iam.WebIdentityPrincipal(cluster.open_id_connect_provider.open_id_connect_provider_arn,
@@ -80,8 +95,42 @@ class ClusterStack(Stack):
             disk_size=50,
         )
         self.service_roles = {r.service: self._service_role(r) for r in names.roles}
+        self._admin_access()
         self._flyte(vpc, access_logs)
+        self._prometheus()
         self._acknowledge_cluster()
+
+    def _admin_access(self) -> None:
+        """An access entry (authentication mode API) making the deploy-time admin role a cluster admin."""
+        self.admin_role_arn = CfnParameter(
+            self, ADMIN_ROLE_PARAMETER, type="String",
+            allowed_pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
+            description="IAM role of the operators who run kubectl, helm and skaffold (EKS cluster admin)")
+        self.cluster.grant_access("AdminAccess", self.admin_role_arn.value_as_string, [
+            eks.AccessPolicy.from_access_policy_name(ADMIN_ACCESS_POLICY,
+                                                     access_scope_type=eks.AccessScopeType.CLUSTER)])
+
+    def _prometheus(self) -> None:
+        self.prometheus = self.cluster.add_helm_chart(
+            "Prometheus",
+            chart="kube-prometheus-stack",
+            repository=PROMETHEUS_CHART_REPOSITORY,
+            version=PROMETHEUS_CHART_VERSION,
+            release=PROMETHEUS_RELEASE,
+            namespace=MONITORING_NAMESPACE,
+            create_namespace=True,
+            values={
+                "prometheus": {"prometheusSpec": {
+                    "serviceMonitorSelectorNilUsesHelmValues": False,
+                    "podMonitorSelectorNilUsesHelmValues": False,
+                    "ruleSelectorNilUsesHelmValues": False,
+                    "retention": "15d",
+                }},
+                # Dashboards: ConfigMaps labelled grafana_dashboard=1 in any namespace (docs/deploy.md).
+                "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
+                                                       "labelValue": "1", "searchNamespace": "ALL"}}},
+            },
+        )
 
     def _service_role(self, spec: ServiceRole) -> iam.Role:
         subject = f"system:serviceaccount:{spec.namespace}:{spec.service_account}"
@@ -147,13 +196,21 @@ class ClusterStack(Stack):
                                     subject=admin_sa),
             description="flyte-binary (admin, propeller, datacatalog): its bucket only",
         )
-        # Task pods run as `default` in the <project>-<domain> namespaces Flyte creates.
+        # Task pods run as `default` in the <project>-<domain> namespaces Flyte creates: the training workflow's
+        # tasks, with the generator's grants (deploy/iam/flywheel-flyte-tasks.json) for the Flywheel project's
+        # namespaces only, plus Flyte's bucket below.
+        n = self._names
         self.flyte_task_role = iam.Role(
             self, "FlyteTaskRole",
-            assumed_by=web_identity(self.cluster, self, "TrustFlyteTasks", operator="StringLike",
-                                    subject="system:serviceaccount:*-*:default"),
-            description="Flyte task pods: Flyte's bucket (inputs, outputs, offloaded data)",
+            role_name=n.flyte_tasks_role_name,
+            assumed_by=web_identity(self.cluster, self, "TrustFlyteTasks", operator="StringEquals",
+                                    subject=list(n.flyte_tasks_subjects)),
+            inline_policies={n.flyte_tasks_role_name: iam.PolicyDocument.from_json(n.flyte_tasks_policy)},
+            description="Flyte task pods of the training workflow: a run's S3 keys and SageMaker job (policy "
+                        "generated by flywheel_dev.iam), and Flyte's bucket (inputs, outputs, offloaded data)",
         )
+        for finding, reason in wildcard_findings(n.flyte_tasks_source_policy, n.account, n.region).items():
+            ack(self.flyte_task_role, finding, reason)
         objects = self.flyte_bucket.arn_for_objects("*")
         for role in (self.flyte_backend_role, self.flyte_task_role):
             role.add_to_policy(iam.PolicyStatement(actions=["s3:ListBucket", "s3:GetBucketLocation"],

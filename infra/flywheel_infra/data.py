@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
@@ -59,13 +62,28 @@ def access_log_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
     return bucket
 
 
+def with_vpc_config(policy: dict[str, Any], names: Names, subnets: Sequence[str],
+                    security_group: str | None) -> dict[str, Any]:
+    """The execution role's policy with the overlay's example subnet and security-group ids replaced by the
+    network stack's (the ids `FLYWHEEL_SAGEMAKER_SUBNETS` / `..._SECURITY_GROUP_IDS` take from its outputs)."""
+    if not subnets or security_group is None:
+        return policy
+    text = json.dumps(policy)
+    for example, real in zip(names.sagemaker_subnets, subnets, strict=False):
+        text = text.replace(f"subnet/{example}", f"subnet/{real}")
+    for example in names.sagemaker_security_groups:
+        text = text.replace(f"security-group/{example}", f"security-group/{security_group}")
+    return json.loads(text)
+
+
 def conditions(trust: dict[str, Any]) -> dict[str, Any]:
     (statement,) = trust["Statement"]
     return statement.get("Condition", {})
 
 
 class DataStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, names: Names, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, names: Names, vpc: ec2.IVpc | None = None,
+                 sagemaker_security_group: ec2.ISecurityGroup | None = None, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.access_logs = access_log_bucket(self, "AccessLogs")
         self.data_bucket = secure_bucket(self, "DataBucket", name=names.data_bucket, logs=self.access_logs,
@@ -120,7 +138,10 @@ class DataStack(Stack):
             role_name=names.sagemaker_role_name,
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com").with_conditions(
                 conditions(names.sagemaker_trust)),
-            inline_policies={names.sagemaker_role_name: iam.PolicyDocument.from_json(names.sagemaker_policy)},
+            inline_policies={names.sagemaker_role_name: iam.PolicyDocument.from_json(with_vpc_config(
+                names.sagemaker_policy, names,
+                vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnet_ids if vpc else (),
+                sagemaker_security_group.security_group_id if sagemaker_security_group else None))},
             description="SageMaker training jobs: read a run's channel, write its output and checkpoints only.",
         )
         for finding, reason in wildcard_findings(names.sagemaker_source_policy, names.account,

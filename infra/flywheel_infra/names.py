@@ -62,7 +62,17 @@ class Names:
     sagemaker_trust: dict[str, Any]
     training_repository: str
     repositories: tuple[str, ...]
+    # The overlay's example VpcConfig ids: the execution role's ENI grant names them; the stacks put the real
+    # subnets and the training security group in their place.
+    sagemaker_subnets: tuple[str, ...] = ()
+    sagemaker_security_groups: tuple[str, ...] = ()
     roles: tuple[ServiceRole, ...] = field(default_factory=tuple)
+    # Flyte's task pods (FlyteTaskRole): the generator's document, and the ServiceAccounts of the Flyte
+    # project's domain namespaces it trusts (deploy/iam/flywheel-flyte-tasks*).
+    flyte_tasks_role_name: str = iam.FLYTE_TASKS_ROLE
+    flyte_tasks_policy: dict[str, Any] = field(default_factory=dict)
+    flyte_tasks_source_policy: dict[str, Any] = field(default_factory=dict)
+    flyte_tasks_subjects: tuple[str, ...] = ()
 
     def role(self, service: str) -> ServiceRole:
         (found,) = [r for r in self.roles if r.service == service]
@@ -100,6 +110,8 @@ def names() -> Names:
         if statement.get("Action") != "sts:AssumeRoleWithWebIdentity":
             continue
         role_name = file.removesuffix(".trust.json")
+        if role_name == iam.FLYTE_TASKS_ROLE:  # the Flyte stack's task role, trusted by several namespaces
+            continue
         subject = next(v for k, v in statement["Condition"]["StringEquals"].items() if k.endswith(":sub"))
         _, _, ns, account = subject.split(":")  # system:serviceaccount:<namespace>:<name>
         policy = docs[f"{role_name}.json"]
@@ -116,6 +128,7 @@ def names() -> Names:
                                  d.service_account if d else role_name, deploy(policy), policy, generated=False))
 
     execution_role = orch.sagemaker_role_arn.rsplit("/", 1)[-1]
+    tasks = iam.flyte_tasks(services[Service.ORCHESTRATOR])
     training_repo = orch.sagemaker_image_uri.partition("/")[2].split("@")[0].rsplit(":", 1)[0]
     repositories = {*skaffold_images(), *(f"{GROUP_PREFIX}{s}" for s in IRSA_SERVICES), training_repo}
     queue_url = ingest.notification_queue_url or ""
@@ -135,5 +148,10 @@ def names() -> Names:
         sagemaker_trust=deploy(docs[f"{execution_role}.trust.json"]),
         training_repository=training_repo,
         repositories=tuple(sorted(repositories)),
+        sagemaker_subnets=tuple(orch.sagemaker_subnets),
+        sagemaker_security_groups=tuple(orch.sagemaker_security_group_ids),
         roles=tuple(roles),
+        flyte_tasks_policy=deploy(docs[f"{iam.FLYTE_TASKS_ROLE}.json"]),
+        flyte_tasks_source_policy=docs[f"{iam.FLYTE_TASKS_ROLE}.json"],
+        flyte_tasks_subjects=tasks.subjects,
     )

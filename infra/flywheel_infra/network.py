@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Aws, CfnOutput, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from flywheel_infra.acks import LOGS_ENCRYPTION, ack, checkov_skip
+from flywheel_infra.acks import AWS_CUSTOM_RESOURCE, LAMBDA_BASIC, LOGS_ENCRYPTION, ack, checkov_skip
 
 # Interface endpoints the services, the nodes and SageMaker jobs call (docs/decisions/0005).
 INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
@@ -53,3 +54,41 @@ class NetworkStack(Stack):
             ack(endpoint, "AwsSolutions-EC23",
                 "The endpoint admits HTTPS from the VPC's own CIDR (a reference cdk-nag cannot evaluate), "
                 "never from 0.0.0.0/0.")
+        self._sagemaker_training(private)
+
+    def _sagemaker_training(self, private: ec2.SubnetSelection) -> None:
+        """The security group of SageMaker training jobs (the orchestrator's VpcConfig): no ingress at all;
+        egress HTTPS only, to the interface endpoints (the VPC CIDR) and to S3 through its gateway endpoint
+        (the region's S3 prefix list). Jobs run single-instance, so no rule between job instances is needed."""
+        self.sagemaker_security_group = ec2.SecurityGroup(
+            self, "SageMakerTraining", vpc=self.vpc, allow_all_outbound=False,
+            description="Flywheel SageMaker training jobs: no ingress; HTTPS to the VPC endpoints and S3 only")
+        self.sagemaker_security_group.add_egress_rule(ec2.Peer.ipv4(self.vpc.vpc_cidr_block), ec2.Port.tcp(443),
+                                                      "Interface endpoints: ECR, STS, CloudWatch Logs, SageMaker")
+        # The S3 gateway endpoint is reached through the region's AWS-managed prefix list, whose id CloudFormation
+        # cannot name: read it at deploy time (an SDK call, no context lookup at synth).
+        s3_prefix_list = cr.AwsCustomResource(
+            self, "S3PrefixList",
+            on_update=cr.AwsSdkCall(
+                service="EC2", action="describeManagedPrefixLists",
+                parameters={"Filters": [{"Name": "prefix-list-name",
+                                         "Values": [f"com.amazonaws.{Aws.REGION}.s3"]}]},
+                physical_resource_id=cr.PhysicalResourceId.of(f"s3-prefix-list-{Aws.REGION}"),
+                output_paths=["PrefixLists.0.PrefixListId"]),
+            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE),
+            install_latest_aws_sdk=False,
+        )
+        ack(s3_prefix_list, "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeManagedPrefixLists takes no resource-level permission; it is the only action granted.")
+        ack(self.node.find_child(AWS_CUSTOM_RESOURCE), f"AwsSolutions-IAM4[Policy::{LAMBDA_BASIC}]",
+            "CDK's AwsCustomResource handler logs with AWSLambdaBasicExecutionRole; CDK has no switch for it.")
+        self.sagemaker_security_group.add_egress_rule(
+            ec2.Peer.prefix_list(s3_prefix_list.get_response_field("PrefixLists.0.PrefixListId")),
+            ec2.Port.tcp(443), "S3 through the gateway endpoint: channels, output, checkpoints")
+        subnets = self.vpc.select_subnets(subnet_type=private.subnet_type).subnet_ids
+        # The orchestrator's settings (k8s/overlays/eks/orchestrator.env), as JSON lists.
+        CfnOutput(self, "SageMakerSubnets", value=Fn.join("", ['["', Fn.join('","', subnets), '"]']),
+                  description="FLYWHEEL_SAGEMAKER_SUBNETS")
+        CfnOutput(self, "SageMakerSecurityGroupIds",
+                  value=Fn.join("", ['["', self.sagemaker_security_group.security_group_id, '"]']),
+                  description="FLYWHEEL_SAGEMAKER_SECURITY_GROUP_IDS")

@@ -2,8 +2,9 @@
 
 Reads the SageMaker contract and nothing else, so the same file runs inside a SageMaker training
 container and as the local launcher's subprocess:
-  SM_CHANNEL_TRAIN   directory with the dataset version's files (.jsonl/.ndjson/.csv/.parquet, any case),
-                     read by the dataset reader ingest validated them with (flywheel.datareader)
+  SM_CHANNEL_TRAIN   directory with the files of the run's dataset versions (the base version + recent
+                     feedback; .jsonl/.ndjson/.csv/.parquet, any case), read by the dataset reader ingest
+                     validated them with (flywheel.datareader)
   SM_MODEL_DIR       where the model goes (SageMaker tars it into model.tar.gz)
   SM_OUTPUT_DATA_DIR extra outputs (metrics.json)
   SM_OUTPUT_DIR      where the failure file goes when training fails
@@ -13,9 +14,10 @@ container and as the local launcher's subprocess:
   SM_HPS / hyperparameters.json / --name value   hyperparameters (strings, as SageMaker passes them)
   /opt/ml/checkpoints (or --checkpoint_dir) per-epoch checkpoints; a job restarted after a spot interruption
                      resumes from the last completed epoch found there
-The orchestrator passes the manifest's reader rules (`reader`: JSON, the per-model text and label columns
-and bounds) and row count (`expected_rows`); a channel that does not read back to exactly that many rows
-fails the run. Prints progress lines and one `metrics: {...}` line (SageMaker metric definitions can scrape it).
+The orchestrator passes the training manifest's reader rules (`reader`: JSON, the per-model text and label
+columns and bounds) and total row count over every version (`expected_rows`); a channel that does not read
+back to exactly that many rows fails the run. Prints progress lines and one `metrics: {...}` line (SageMaker
+metric definitions can scrape it).
 """
 
 from __future__ import annotations

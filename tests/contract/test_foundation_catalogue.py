@@ -73,7 +73,7 @@ def test_every_event_a_service_produces_for_others_has_a_consumer_or_is_for_peop
     # Dead letters, rejections and failed loads are read by people (flywheel tail, the timeline), everything
     # else by a service.
     unread = {t.name for t in TOPICS if not t.consumers}
-    assert unread == {"dataset.rejected", "model.version-rejected", "model.load-failed",
+    assert unread == {"dataset.rejected", "model.load-failed",
                       *(f"{s}.dead-letter" for s in SERVICES)}
 
 

@@ -85,7 +85,8 @@ def test_each_role_has_only_its_services_aws_access() -> None:
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject"} <= actions("ingest")
     assert {"sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
             "iam:PassRole", "s3:PutObject"} <= actions("orchestrator")
-    assert {a.split(":")[0] for a in actions("monitor")} == {"kafka-cluster", "glue"}
+    assert {a.split(":")[0] for a in actions("monitor")} == {"kafka-cluster", "glue", "s3"}  # its rule state
+    assert {a for a in actions("monitor") if a.startswith("s3:")} == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
     assert not {a for a in actions("ingest") | actions("monitor") if a.startswith(("sagemaker:", "iam:"))}
 
 

@@ -420,6 +420,7 @@ def training_run(model: str = MODEL, kind: str = "NEW_DATA", champion_uri: str =
     key = dataset_key(model)
     manifest_key = ingest_ids.manifest_key(ingest.manifest_prefix, model, f"{model}-v1")
     manifest = {"bucket": orch.data_bucket, "prefix": key.rsplit("/", 1)[0] + "/", "row_count": 8,
+                "model_id": model, "dataset_version_id": f"{model}-v1",
                 "objects": [{"key": key, "etag": "abc", "version_id": "3HL4kqtJlcpXroDTDmJ", "rows": 8}]}
     s3 = RecordingS3({manifest_key: json.dumps(manifest).encode(),
                       "metrics.json": json.dumps({"metrics": {"accuracy": 0.9}, "baseline_metrics": {"accuracy": 0.5}}).encode()})
@@ -427,7 +428,7 @@ def training_run(model: str = MODEL, kind: str = "NEW_DATA", champion_uri: str =
     launcher = SageMakerLauncher(sm, SageMakerConfig(role_arn=orch.sagemaker_role_arn, image_uri=orch.sagemaker_image_uri,
                                                      use_spot=True), sleep=lambda s: None, s3=s3)
     with scoped(TaskContext(s3, launcher, orch.artifact_bucket)):
-        channel = workflow.prepare.task_function(f"s3://{orch.data_bucket}/{manifest_key}")
+        channel = workflow.prepare.task_function(run, model, [f"s3://{orch.data_bucket}/{manifest_key}"])
     request = JobRequest(job_name=run, model_id=model, data_bucket=channel.bucket, data_prefix=channel.prefix,
                          data_keys=tuple(channel.keys), output_bucket=orch.artifact_bucket,
                          output_prefix=ids.output_prefix(model, run), data_etags=tuple(channel.etags),
@@ -629,6 +630,21 @@ def serving_harvest_calls() -> tuple[Call, ...]:
     return tuple(s3.calls)
 
 
+def monitor_s3_calls() -> tuple[Call, ...]:
+    """The monitor's durable rule state as flywheel_monitor.statestore really reads and writes it: a model
+    with no document yet (404 through ListBucket), its first create-only write, a fenced update."""
+    from flywheel_monitor.statestore import S3RuleStates
+
+    s3 = RecordingS3()
+    states = S3RuleStates(s3, settings(Service.MONITOR).artifact_bucket)
+    doc, etag = states.load(MODEL)
+    assert doc is None
+    etag = states.save(MODEL, {"model_id": MODEL, "rules": {}}, etag)
+    states.load(MODEL)
+    states.save(MODEL, {"model_id": MODEL, "rules": {"accuracy": {"breaching": True}}}, etag)
+    return tuple(s3.calls)
+
+
 # --- the checks ------------------------------------------------------------------------------------------
 
 def service_calls(service: str) -> list[Call]:
@@ -639,7 +655,22 @@ def service_calls(service: str) -> list[Call]:
         calls += run_calls().orchestrator + lifecycle().orchestrator
     if service == Service.SERVING:
         calls += serving_s3_calls() + serving_harvest_calls()
+    if service == Service.MONITOR:
+        calls += monitor_s3_calls()
     return calls
+
+
+def test_the_monitor_touches_only_its_rule_state():
+    """Its S3 calls are all under monitor/models/ of the artifact bucket; it may not read or write the
+    models, the stage documents or the orchestrator's state there."""
+    calls, doc = monitor_s3_calls(), role(Service.MONITOR)
+    bucket = settings(Service.MONITOR).artifact_bucket
+    assert {c.action for c in calls} == {"s3:GetObject", "s3:PutObject"}
+    assert all(c.resource.startswith(iam.s3(bucket, "monitor/models/")) for c in calls), calls
+    for key in (f"models/{MODEL}/stages.json", f"models/{MODEL}/run/model.tar.gz",
+                f"orchestrator/models/{MODEL}/state.json"):
+        assert not allowed(doc, "s3:GetObject", iam.s3(bucket, key))
+        assert not allowed(doc, "s3:PutObject", iam.s3(bucket, key))
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -791,6 +822,34 @@ def test_sagemaker_role_writes_only_its_runs_outputs():
     for action in ("s3:DeleteObject", "sagemaker:CreateTrainingJob", "iam:PassRole"):
         assert not allowed(doc, action, iam.s3(orch.artifact_bucket, f"{mine}output/model.tar.gz"))
         assert not allowed(doc, action, iam.s3(orch.artifact_bucket, champion))
+
+
+def test_sagemaker_role_writes_exactly_what_sagemaker_uploads_and_no_other_services_keys():
+    """The writes a run really makes are its two output archives and its checkpoints; the keys the other parts
+    of the code generate in the same buckets (the orchestrator's state and run documents, the local launcher's
+    jobs/, ingest's manifests and claims, serving's feedback) are out of reach, and so is anything else under
+    a run's output/ (profiler reports are off in the request)."""
+    doc, orch, ingest = policy(EXECUTION_ROLE), settings(Service.ORCHESTRATOR), settings(Service.INGEST)
+    from flywheel_orchestrator import statestore
+    from flywheel_orchestrator.launchers.local import job_key
+
+    done = run_calls()
+    writes = [c for c in done.execution_role if c.action == "s3:PutObject"]
+    assert {c.resource.rsplit("/", 1)[-1] for c in writes} == {"model.tar.gz", "output.tar.gz", "step-100.pt"}
+    assert not denied(doc, writes)
+    assert done.request["ProfilerConfig"] == {"DisableProfiler": True}
+    mine = done.output_prefix
+    artifacts = [statestore.state_key(MODEL), statestore.run_key(done.run), statestore.MIGRATED_KEY,
+                 job_key(done.run, "job.json"), job_key(done.run, "status.json"),
+                 f"{mine}output/profiler-output/system/x.json", f"{mine}output/rule-output/x.json",
+                 f"{mine}output/metrics.json", f"{mine}registration.json", f"{mine}training-manifest.json"]
+    for key in artifacts:
+        assert not allowed(doc, "s3:PutObject", iam.s3(orch.artifact_bucket, key)), key
+    manifest = ingest_ids.manifest_key(ingest.manifest_prefix, MODEL, f"{MODEL}-v1")
+    claim = ingest_ids.claim_key(ingest.state_prefix, MODEL, "subject")
+    for key in (manifest, claim, dataset_key(), dataset_key(OTHER_MODEL)):
+        for action in ("s3:PutObject", "s3:GetObject"):
+            assert not allowed(doc, action, iam.s3(ingest.data_bucket, key)), (action, key)
 
 
 def test_only_run_named_training_jobs_may_assume_the_execution_role():

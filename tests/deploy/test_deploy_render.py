@@ -141,11 +141,11 @@ def test_prometheus_scrapes_each_service_by_its_service_name() -> None:
         assert targets[f"flywheel-{svc}"] == [f"flywheel-{svc}:6066"]
 
 
-# What the fault tier proves per service (docs/reliability.md): two live ingest and orchestrator processes
-# are fenced (tests/fault/test_fault_ingest_replicas.py, test_fault_orchestrator_replicas.py); the monitor is
-# proven as one process only; serving's replicas answer alone, but a label must reach the one that answered.
-PROVEN_REPLICAS = {"ingest": 2, "orchestrator": 2, "monitor": 1, "serving": 1}
-SIDE_BY_SIDE_SAFE = {"ingest", "orchestrator", "serving"}
+# What the fault tier proves per service (docs/reliability.md): two live ingest, orchestrator and monitor
+# processes are fenced (tests/fault/test_fault_ingest_replicas.py, test_fault_orchestrator_replicas.py,
+# test_fault_monitor_replicas.py); serving's replicas answer alone, but a label must reach the one that answered.
+PROVEN_REPLICAS = {"ingest": 2, "orchestrator": 2, "monitor": 2, "serving": 1}
+SIDE_BY_SIDE_SAFE = {"ingest", "orchestrator", "monitor", "serving"}
 
 
 @pytest.mark.parametrize("overlay", ["local", "eks"])

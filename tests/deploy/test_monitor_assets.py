@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 import flywheel.faust_app  # noqa: F401 - registers the shared dead-letter counter
 import flywheel_monitor.metrics  # noqa: F401 - registers the monitor's metrics
+import flywheel_orchestrator.metrics  # noqa: F401 - registers the orchestrator's (the training-cost dashboard)
 from flywheel_monitor import alerts, assets, dashboards
 from flywheel_serving.metrics import ServingMetrics
 

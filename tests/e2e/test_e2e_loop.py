@@ -1,6 +1,6 @@
 """The README's scenario, the real loop: base data -> fine-tune -> promoted -> serving answers -> live accuracy
 measured from feedback -> traffic drifts -> accuracy and drift rules fire -> feedback harvested as a dataset
-version -> challenger fine-tuned on it -> beats the champion on the same rows -> promoted -> serving swaps ->
+version -> challenger fine-tuned on base + feedback -> beats the champion on the same rows -> promoted -> serving swaps ->
 live accuracy recovers. Assertions are on the platform's events and the application's answers, not on timing.
 """
 
@@ -84,6 +84,15 @@ def test_retrain_learns_from_harvested_feedback_of_both_product_lines(loop) -> N
     assert played.feedback_lines.get("charger", 0) > 0 and played.feedback_lines.get("shop", 0) > 0
     assert sum(played.feedback_lines.values()) == feedback.get("row_count")
     assert challenger.get("dataset_version_id") == feedback.get("dataset_version_id")
+    # It learnt from the base data + the feedback (docs/decisions/0012): v1 first, this feedback version last.
+    base = played.seen["v1"]
+    trained_on = challenger.get("training_dataset_version_ids")
+    assert trained_on[0] == base.get("dataset_version_id") and trained_on[-1] == feedback.get("dataset_version_id")
+    composed = played.training_set
+    assert [v["dataset_version_id"] for v in composed["versions"]] == trained_on
+    assert [v["feedback"] for v in composed["versions"]] == [False] + [True] * (len(trained_on) - 1)
+    assert composed["versions"][0]["row_count"] == base.get("row_count")
+    assert composed["row_count"] == sum(v["row_count"] for v in composed["versions"]) > base.get("row_count")
     # The breach asked for a retrain; the run that produced the challenger trained on the feedback version.
     retrains = timeline.matching("TrainingRunStarted", lambda s: s.get("trigger") in {"METRIC_BREACH", "DRIFT"})
     runs = timeline.matching("TrainingRunStarted", lambda s: s.get("dataset_version_id") == feedback.get("dataset_version_id"))

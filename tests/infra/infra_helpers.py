@@ -53,6 +53,8 @@ def render(value: Any, account: str, region: str) -> Any:
             value["Ref"], f"<{value['Ref']}>")
     if set(value) == {"Fn::GetAtt"}:
         return "<{}>".format(".".join(value["Fn::GetAtt"]))
+    if set(value) == {"Fn::ImportValue"}:
+        return f"<{value['Fn::ImportValue']}>"
     return {k: render(v, account, region) for k, v in value.items()}
 
 

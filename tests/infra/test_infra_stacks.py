@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aws_cdk import Token
@@ -11,7 +12,16 @@ from infra_helpers import Synth, normalized, render
 
 from flywheel.catalogue import Service
 from flywheel_dev import deploy_check, iam
-from flywheel_infra.cluster import FLYTE_CHART_VERSION, FLYTE_NAMESPACE, FLYTE_RELEASE
+from flywheel_infra.cluster import (
+    ADMIN_ACCESS_POLICY,
+    ADMIN_ROLE_PARAMETER,
+    FLYTE_CHART_VERSION,
+    FLYTE_NAMESPACE,
+    FLYTE_RELEASE,
+    KUBERNETES_VERSION,
+    MONITORING_NAMESPACE,
+    PROMETHEUS_RELEASE,
+)
 from flywheel_infra.names import IRSA_SERVICES, skaffold_images
 
 pytestmark = pytest.mark.infra
@@ -123,8 +133,8 @@ def test_eks_has_a_managed_node_group(synth: Synth) -> None:
         "ScalingConfig": Match.object_like({"MinSize": Match.any_value()})})
 
 
-def _trusts(synth: Synth) -> dict[str, str]:
-    """Role logical id -> the ServiceAccount subject its web-identity trust admits."""
+def _trusts(synth: Synth) -> dict[str, str | tuple[str, ...]]:
+    """Role logical id -> the ServiceAccount subject (or subjects) its web-identity trust admits."""
     cfn_json = synth.resources(CLUSTER, "Custom::AWSCDKCfnJson")
     found = {}
     for key, role in synth.resources(CLUSTER, "AWS::IAM::Role").items():
@@ -136,7 +146,8 @@ def _trusts(synth: Synth) -> dict[str, str]:
         claims = render(cfn_json[condition["Fn::GetAtt"][0]]["Properties"]["Value"], "", "")
         value = json.loads(claims.replace("<Cluster9EE0221C.OpenIdConnectIssuer>", "issuer"))
         assert value["issuer:aud"] == "sts.amazonaws.com"
-        found[key] = value["issuer:sub"]
+        sub = value["issuer:sub"]
+        found[key] = sub if isinstance(sub, str) else tuple(sub)  # FlyteTaskRole: one of several
     return found
 
 
@@ -181,7 +192,13 @@ def test_service_and_sagemaker_roles_carry_exactly_the_generated_documents(synth
     assert irsa <= set(roles)
     execution = synth.names.sagemaker_role_name
     (policy,) = roles[execution]["Policies"]
-    assert normalized(rendered(synth, policy["PolicyDocument"])) == normalized(docs[f"{execution}.json"])
+    # The overlay's example subnet and security-group ids stand where the network stack's real ones are.
+    text = json.dumps(rendered(synth, policy["PolicyDocument"]))
+    for i, example in enumerate(synth.names.sagemaker_subnets, start=1):
+        text = re.sub(rf"subnet/<FlywheelNetwork:[^>]*privateSubnet{i}[^>]*>", f"subnet/{example}", text)
+    for example in synth.names.sagemaker_security_groups:
+        text = re.sub(r"security-group/<FlywheelNetwork:[^>]*SageMakerTraining[^>]*>", f"security-group/{example}", text)
+    assert normalized(json.loads(text)) == normalized(docs[f"{execution}.json"])
 
 
 def test_sagemaker_role_writes_only_run_prefixes_and_trusts_only_run_named_jobs(synth: Synth) -> None:
@@ -200,8 +217,8 @@ def test_sagemaker_role_writes_only_run_prefixes_and_trusts_only_run_named_jobs(
 
 
 def test_flyte_binary_chart_with_its_bucket_database_and_roles(synth: Synth) -> None:
-    (chart,) = synth.resources(CLUSTER, "Custom::AWSCDK-EKS-HelmChart").values()
-    props = chart["Properties"]
+    (props,) = [c["Properties"] for c in synth.resources(CLUSTER, "Custom::AWSCDK-EKS-HelmChart").values()
+                if c["Properties"]["Chart"] == "flyte-binary"]
     assert (props["Chart"], props["Release"], props["Namespace"], props["Version"]) == (
         "flyte-binary", FLYTE_RELEASE, FLYTE_NAMESPACE, FLYTE_CHART_VERSION)
     values = json.dumps(props["Values"])
@@ -211,3 +228,96 @@ def test_flyte_binary_chart_with_its_bucket_database_and_roles(synth: Synth) -> 
     assert not db["Properties"].get("PubliclyAccessible", False)
     subjects = set(_trusts(synth).values())
     assert f"system:serviceaccount:{FLYTE_NAMESPACE}:{FLYTE_RELEASE}" in subjects
+
+
+def _export_of(synth: Synth, stack: str, value: dict) -> str:
+    """The export name under which `stack` publishes `value` (a Ref or GetAtt of one of its resources)."""
+    (name,) = [o["Export"]["Name"] for o in synth.templates[stack]["Outputs"].values()
+               if "Export" in o and o["Value"] == value]
+    return name
+
+
+def test_sagemaker_jobs_get_a_group_with_no_ingress_and_https_egress_only_to_the_vpc_and_s3(synth: Synth) -> None:
+    groups = synth.resources(NETWORK, "AWS::EC2::SecurityGroup")
+    (key,) = [k for k in groups if k.startswith("SageMakerTraining")]
+    props = groups[key]["Properties"]
+    assert not props.get("SecurityGroupIngress")
+    assert not [r for r in synth.resources(NETWORK, "AWS::EC2::SecurityGroupIngress").values()
+                if r["Properties"].get("GroupId") == {"Fn::GetAtt": [key, "GroupId"]}]
+    egress = [*props.get("SecurityGroupEgress", []),
+              *(r["Properties"] for r in synth.resources(NETWORK, "AWS::EC2::SecurityGroupEgress").values()
+                if r["Properties"]["GroupId"] == {"Fn::GetAtt": [key, "GroupId"]})]
+    assert all((r["IpProtocol"], r["FromPort"], r["ToPort"]) == ("tcp", 443, 443) for r in egress), egress
+    (vpc,) = synth.resources(NETWORK, "AWS::EC2::VPC")
+    assert {json.dumps(r.get("CidrIp")) for r in egress if "CidrIp" in r} == {
+        json.dumps({"Fn::GetAtt": [vpc, "CidrBlock"]})}  # the interface endpoints, nothing outside the VPC
+    (lookup,) = synth.resources(NETWORK, "Custom::AWS").values()
+    assert "describeManagedPrefixLists" in json.dumps(lookup["Properties"])
+    (s3,) = [r for r in egress if "DestinationPrefixListId" in r]
+    assert s3["DestinationPrefixListId"]["Fn::GetAtt"][0] == next(iter(synth.resources(NETWORK, "Custom::AWS")))
+    assert not [r for r in egress if r.get("CidrIp") == "0.0.0.0/0"]
+
+
+def test_the_orchestrators_vpc_config_comes_from_the_outputs_and_the_role_may_use_just_that(synth: Synth) -> None:
+    outputs = synth.templates[NETWORK]["Outputs"]
+    groups = synth.resources(NETWORK, "AWS::EC2::SecurityGroup")
+    (group,) = [k for k in groups if k.startswith("SageMakerTraining")]
+    assert outputs["SageMakerSecurityGroupIds"]["Description"] == "FLYWHEEL_SAGEMAKER_SECURITY_GROUP_IDS"
+    assert outputs["SageMakerSecurityGroupIds"]["Value"] == {"Fn::Join": ["", ['["', {"Fn::GetAtt": [group, "GroupId"]}, '"]']]}
+    subnets = outputs["SageMakerSubnets"]["Value"]["Fn::Join"][1][1]["Fn::Join"][1]
+    private = [k for k, v in synth.resources(NETWORK, "AWS::EC2::Subnet").items() if "private" in k]
+    assert outputs["SageMakerSubnets"]["Description"] == "FLYWHEEL_SAGEMAKER_SUBNETS"
+    assert sorted(s["Ref"] for s in subnets) == sorted(private)
+    # The execution role may attach job interfaces in exactly those subnets with exactly that group.
+    role = next(r for r in synth.resources(DATA, "AWS::IAM::Role").values()
+                if r["Properties"].get("RoleName") == synth.names.sagemaker_role_name)
+    (policy,) = role["Properties"]["Policies"]
+    (eni,) = [st for st in policy["PolicyDocument"]["Statement"] if st["Sid"] == "JobNetworkInterfacesInItsSubnets"]
+    named = {r for r in rendered(synth, eni["Resource"]) if ":subnet/" in r or ":security-group/" in r}
+    wanted = {f"subnet/<{_export_of(synth, NETWORK, {'Ref': s})}>" for s in private}
+    wanted.add(f"security-group/<{_export_of(synth, NETWORK, {'Fn::GetAtt': [group, 'GroupId']})}>")
+    assert {r.split(":", 5)[-1] for r in named} == wanted
+    text = json.dumps(policy)
+    assert not [x for x in (*synth.names.sagemaker_subnets, *synth.names.sagemaker_security_groups) if x in text]
+
+
+def test_the_admin_role_given_at_deploy_time_gets_a_cluster_admin_access_entry(synth: Synth) -> None:
+    parameter = synth.templates[CLUSTER]["Parameters"][ADMIN_ROLE_PARAMETER]
+    assert parameter["Type"] == "String" and "Default" not in parameter  # deploys name it, never a guess
+    assert re.fullmatch(parameter["AllowedPattern"], "arn:aws:iam::111122223333:role/Admin")
+    assert not re.fullmatch(parameter["AllowedPattern"], "arn:aws:iam::111122223333:user/someone")
+    (entry,) = synth.resources(CLUSTER, "AWS::EKS::AccessEntry").values()
+    assert entry["Properties"]["PrincipalArn"] == {"Ref": ADMIN_ROLE_PARAMETER}
+    (policy,) = entry["Properties"]["AccessPolicies"]
+    assert policy["AccessScope"] == {"Type": "cluster"}
+    assert rendered(synth, policy["PolicyArn"]) == f"arn:aws:eks::aws:cluster-access-policy/{ADMIN_ACCESS_POLICY}"
+    (cluster,) = synth.resources(CLUSTER, "Custom::AWSCDK-EKS-Cluster").values()
+    assert cluster["Properties"]["Config"]["accessConfig"]["authenticationMode"] in ("API", "API_AND_CONFIG_MAP")
+
+
+def test_kube_prometheus_stack_scrapes_every_service_monitor_the_base_manifests_ship(synth: Synth) -> None:
+    (props,) = [c["Properties"] for c in synth.resources(CLUSTER, "Custom::AWSCDK-EKS-HelmChart").values()
+                if c["Properties"]["Chart"] == "kube-prometheus-stack"]
+    assert (props["Release"], props["Namespace"]) == (PROMETHEUS_RELEASE, MONITORING_NAMESPACE)
+    assert props["Repository"] == "https://prometheus-community.github.io/helm-charts" and props["Version"]
+    values = json.loads(props["Values"]) if isinstance(props["Values"], str) else props["Values"]
+    spec = values["prometheus"]["prometheusSpec"]
+    # Not only the ServiceMonitors/PrometheusRules labelled with the chart's release: k8s/base's carry no such label.
+    assert spec["serviceMonitorSelectorNilUsesHelmValues"] is False and spec["ruleSelectorNilUsesHelmValues"] is False
+    assert values["grafana"]["sidecar"]["dashboards"]["label"] == "grafana_dashboard"
+    objects = deploy_check.render_overlay(iam.OVERLAY)
+    monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert {m["metadata"]["name"] for m in monitors} >= {f"flywheel-{s}" for s in IRSA_SERVICES}
+    assert not [m for m in monitors if "release" in m["metadata"].get("labels", {})]
+    # Each service's NetworkPolicy admits scrapes from the namespace the chart runs in.
+    for policy in (o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].startswith("flywheel-")
+                   and o["metadata"]["name"] != "flywheel-topics"):
+        peers = [p for rule in policy["spec"].get("ingress", []) for p in rule.get("from", [])]
+        assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}} in peers, \
+            policy["metadata"]["name"]
+
+
+def test_the_manifests_are_validated_against_the_clusters_kubernetes_version(synth: Synth) -> None:
+    (cluster,) = synth.resources(CLUSTER, "Custom::AWSCDK-EKS-Cluster").values()
+    assert cluster["Properties"]["Config"]["version"] == KUBERNETES_VERSION.version
+    assert deploy_check.KUBERNETES_VERSION.rsplit(".", 1)[0] == KUBERNETES_VERSION.version

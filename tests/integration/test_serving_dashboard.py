@@ -1,6 +1,7 @@
 """The serving dashboard checked like the monitor's: every panel's PromQL returns data from a real Prometheus
 scraping a running serving process (a real MiniLM artifact on the local broker and moto S3) that answered
-requests, joined feedback, swapped versions and refused a broken artifact; and names only metrics it exports."""
+requests, joined feedback, shadowed a candidate (docs/decisions/0013-shadow-evaluation.md), swapped versions and
+refused a broken artifact; and names only metrics it exports."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from flywheel import lifecycle as lc
+from flywheel.events import now_ms
 from flywheel.lifecycle import StageStore
 from flywheel_dev.harness.monitor import Bus, registration, wait_for
 from flywheel_dev.harness.prometheus import Prometheus, metric_names
@@ -42,17 +45,22 @@ def scraped(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     work = tmp_path_factory.mktemp("serving-dashboard")
     artifact = build_artifact(work / "artifact").read_bytes()
     s3, bucket = stack.client("s3"), stack.resources.artifact_bucket
-    uris = {v: upload(s3, bucket, MODEL, v, artifact) for v in ("v1", "v2")}
+    uris = {v: upload(s3, bucket, MODEL, v, artifact) for v in ("v1", "v2", "v4")}
     uris["v3"] = upload(s3, bucket, MODEL, "v3", broken_artifact())
     register_and_promote(StageStore(s3, bucket), MODEL, "v1", uris["v1"])
+    at = now_ms()  # v4 in shadow beside v1, as the gate leaves it when shadow evaluation is on
+    StageStore(s3, bucket).update(MODEL, lambda s: lc.start_shadow(lc.register(s, "v4", uris["v4"], at=at), "v4",
+                                                                   at=at, reason="gate"))
     env = {**stack.env(), "FLYWHEEL_MODELS": MODEL, "FLYWHEEL_HARVEST_ENABLED": "false", "FLYWHEEL_CACHE_DIR": str(work / "cache"),
-           "FLYWHEEL_TORCH_THREADS": "1", "FLYWHEEL_LOG_FORMAT": "json"}
+           "FLYWHEEL_TORCH_THREADS": "1", "FLYWHEEL_LOG_FORMAT": "json", "FLYWHEEL_SHADOW_FRACTION": "1.0"}
     serving = ServiceProcess("serving", free_port(), env, work / "serving.log")
     serving.start()
     prom = None
     try:
         serving.wait_healthy(timeout=120)
         wait_for(lambda: infer(serving.url, MODEL, "ready?")[0] == 200, "serving answers", timeout=120)
+        wait_for(lambda: f'flywheel_serving_shadow_version_info{{model="{MODEL}",version="v4"}}' in exposition(serving.url),
+                 "v4 shadowed", timeout=120)
         prom = Prometheus(work, dashboards.SCRAPES[UID], serving.web_port)
         yield prom, serving, uris
     finally:
@@ -62,12 +70,26 @@ def scraped(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         print(Path(serving.log_path).read_text()[-3000:])
 
 
-def traffic(url: str) -> None:
+def exposition(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def shadow_scored(url: str) -> float:
+    prefix = f'flywheel_serving_shadow_requests_total{{model="{MODEL}",outcome="scored"}} '
+    return next((float(line.split()[-1]) for line in exposition(url).splitlines() if line.startswith(prefix)), 0.0)
+
+
+def traffic(url: str, shadowed: bool = False) -> None:
     """Requests of several sizes, feedback for each (the first text labelled as answered, the rest otherwise:
-    both outcomes every time), and feedback for a request id never answered."""
+    both outcomes every time), and feedback for a request id never answered. `shadowed`: each feedback waits
+    for the shadow to have scored its request (the shadow runs after the response)."""
     for texts in (["where is my parcel"], ["refund please", "invoice wrong"], ["late delivery"] * 4):
+        scored = shadow_scored(url) if shadowed else 0.0
         status, body = infer(url, MODEL, *texts)
         assert status == 200, body
+        if shadowed:
+            wait_for(lambda scored=scored: shadow_scored(url) > scored, "the shadow scored the request", timeout=30)
         answered = body["outputs"][0]["data"]
         labels = [answered[0]] + [next(x for x in LABELS if x != a) for a in answered[1:]]
         send(url, {"id": body["id"], "labels": labels})
@@ -92,9 +114,9 @@ def test_every_serving_panel_returns_data_and_names_only_exported_metrics(
     # Rounds a few scrapes apart so that rate() sees every counter move (a labelled series appears only with
     # its first increment); a swap to v2 and a refused v3 in between, then two rounds on v2.
     wait_for(lambda: prom.scrapes() >= 3, "three scrapes before round 0")
-    traffic(serving.url)
+    traffic(serving.url, shadowed=True)
     scrapes_later(prom)
-    traffic(serving.url)
+    traffic(serving.url, shadowed=True)
     bus.send("ModelVersionRegistered", {**registration(MODEL, "v2"), "artifact_uri": uris["v2"]})
     bus.send("ModelVersionPromoted", promoted(MODEL, "v2", uris["v2"], previous="v1"))
     wait_for(lambda: infer(serving.url, MODEL, "swapped?")[1].get("model_version") == "v2", "v2 serving",
@@ -104,7 +126,7 @@ def test_every_serving_panel_returns_data_and_names_only_exported_metrics(
              timeout=90)
     for _ in range(2):
         scrapes_later(prom)
-        traffic(serving.url)
+        traffic(serving.url, shadowed=True)
     scrapes_later(prom)
     exported = prom.names() | {"up"}
     for title, expr in dashboards.queries(dashboards.build(UID)):

@@ -49,13 +49,48 @@ def test_a_healthy_or_recovering_stream_does_not_trigger():
     assert triggers_of(eng, stream([0.93] * 40 + [0.85] * 20 + [0.91] * 40)) == []
 
 
-def test_a_new_version_rearms_the_rule():
+def test_a_new_version_rearms_the_rule_but_keeps_its_cooldown():
     eng = core()
     first = stream([0.6] * 20)
     assert len(triggers_of(eng, first)) == 1
     assert eng.register(registration("support-intent", "v2", at_ms=T0 + 10_000))
     assert not eng.register(registration("support-intent", "v2", at_ms=T0 + 11_000))  # a duplicate
-    assert len(triggers_of(eng, stream([0.6] * 20, start=T0 + 20_000, version="v2"))) == 1
+    # v2 starts over (no hysteresis carried from v1) but the rule asked 20 s ago: cooldown_s is 300
+    assert triggers_of(eng, stream([0.6] * 20, start=T0 + 20_000, version="v2")) == []
+    assert len(triggers_of(eng, stream([0.6] * 20, start=T0 + 310_000, version="v2"))) == 1
+
+
+def test_a_stale_registration_does_not_wipe_the_current_versions_state():
+    """A redelivered registration of a replaced version, or one older than the current one, changes nothing:
+    it must neither make the old version current again nor re-arm a rule that is still breaching."""
+    eng = core()
+    assert eng.register(registration("support-intent", "v2", at_ms=T0 - 30_000))
+    assert len(triggers_of(eng, stream([0.6] * 20, version="v2"))) == 1
+    assert not eng.register(registration("support-intent", "v1", at_ms=T0 - 60_000))  # v1 again (redelivery)
+    assert not eng.register(registration("support-intent", "v0", at_ms=T0 - 90_000))  # older than v2, late
+    assert eng.models["support-intent"].version == "v2"
+    assert eng.states[("support-intent", "accuracy-low")].breaching
+    late = [eng.observe(e) for e in stream([0.6] * 4, version="v0")]
+    assert {o.ignored for o in late} == {"replaced_version"}
+    # still the same breach: the request was sent, nothing more until it recovers and the cooldown ends
+    assert triggers_of(eng, stream([0.6] * 40, start=T0 + 6_000, version="v2")) == []
+
+
+def test_snapshot_and_install_carry_hysteresis_and_cooldown_to_another_worker():
+    first = core()
+    assert len(triggers_of(first, stream([0.6] * 20))) == 1
+    doc = first.snapshot("support-intent")
+    assert doc["rules"]["accuracy-low"]["breaching"] and doc["version"] == "v1"
+    second = MonitorCore(RULES, DictWindowStore())  # another worker: knows nothing of the model
+    second.install(doc)
+    assert second.models["support-intent"].version == "v1"
+    # the same breach goes on with this worker: no second request
+    assert triggers_of(second, stream([0.6] * 40, start=T0 + 6_000)) == []
+    # recovered, then breached again inside the cooldown (set by the first worker): still nothing
+    assert triggers_of(second, stream([0.93] * 20, start=T0 + 20_000)) == []
+    assert not second.snapshot("support-intent")["rules"]["accuracy-low"]["breaching"]
+    assert triggers_of(second, stream([0.6] * 20, start=T0 + 30_000)) == []
+    assert len(triggers_of(second, stream([0.6] * 20, start=T0 + 310_000))) == 1
 
 
 def test_observations_of_a_replaced_version_do_not_feed_the_new_one():

@@ -7,12 +7,9 @@ import pytest
 from flywheel.bootstrap import build_codec
 from flywheel.codec import decode_for_topic
 from flywheel.errors import CodecError, InvalidEvent, UndecodableRecord
-from flywheel.faust_app import make_app
 from flywheel.settings import FlywheelSettings
 from flywheel_dev.harness.monitor import histogram_summary, metric_event, registration
 from flywheel_monitor.decoding import MillisDecoder, without_millis
-from flywheel_monitor.tables import FaustWindowStore
-from flywheel_monitor.windows import Aggregate
 
 CODEC = build_codec(FlywheelSettings())
 DECODER = MillisDecoder(CODEC)
@@ -62,15 +59,3 @@ def test_only_timestamp_millis_loses_its_logical_type():
         {"name": "u", "type": {"type": "string", "logicalType": "uuid"}}]}
     assert without_millis(schema)["fields"] == [{"name": "t", "type": {"type": "long"}},
                                                 {"name": "u", "type": {"type": "string", "logicalType": "uuid"}}]
-
-
-def test_faust_store_reads_and_writes_the_event_time_window(tmp_path):
-    app = make_app("monitor-store-test", FlywheelSettings(data_dir=tmp_path))
-    store = FaustWindowStore(app, {5000})
-    first = Aggregate().add(metric_event("m", 0.5, 10, at_ms=AT))
-    store.put("m|accuracy", 5000, AT, first)
-    assert store.get("m|accuracy", 5000, AT + 1000) is first  # same 5 s window, the object itself
-    assert store.get("m|accuracy", 5000, AT + 5000) is None  # the next window starts empty
-    later = Aggregate().add(metric_event("m", 0.7, 10, at_ms=AT + 5000))
-    store.put("m|accuracy", 5000, AT + 5000, later)
-    assert store.get("m|accuracy", 5000, AT) is first and store.get("m|accuracy", 5000, AT + 5000) is later

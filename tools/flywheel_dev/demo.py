@@ -3,15 +3,16 @@
 Base data -> validated dataset -> real fine-tune -> registered -> promoted (first version) -> serving loads
 it -> live traffic with feedback -> measured live accuracy -> the traffic drifts (a new product line) ->
 live accuracy drops, the accuracy and drift rules fire -> serving's harvest writes the labelled feedback
-as a new dataset version, ingest validates it -> a challenger is fine-tuned on it and compared with the
-champion on the same held-out rows -> promoted with the gate's evidence -> serving swaps -> live accuracy
-recovers.
+as a new dataset version, ingest validates it -> a challenger is fine-tuned on the base data + that feedback
+and compared with the champion on the same held-out rows -> promoted with the gate's evidence -> serving
+swaps -> live accuracy recovers.
 
-Which data the retrain uses: the orchestrator trains on one dataset version, the newest it knows when a
-run starts. The challenger here is trained on the harvested feedback version alone (live traffic of both
-product lines, labelled by the application); composing base data with recent feedback in one run is not
-implemented yet. A breach that arrives before the feedback version starts a run on the newest version then
-known (the base data); the feedback version supersedes it. The timeline says which happened.
+Which data the retrain uses: the orchestrator's training-data policy (docs/decisions/0012-retrain-data-policy.md),
+by default the newest base (non-feedback) version plus the feedback versions that arrived after it. The
+challenger here is trained on base v1 + the harvested feedback (live traffic of both product lines, labelled
+by the application), one composed training manifest under the run's prefix. A breach that arrives before the
+feedback version starts a run on what is then known (the base data alone); the feedback version's run
+supersedes it. The timeline says which happened and how many rows each part gave.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from flywheel_dev.platform import Platform
 from flywheel_dev.timeline import Seen, Timeline
 from flywheel_dev.timeline_view import Printer, print_lineage
 from flywheel_dev.traffic import Traffic
+from flywheel_orchestrator.trainingset import manifest_key
 
 MODEL_ID = "support-intent"
 ACCURACY_RULE, DRIFT_RULE = "accuracy-low", "input-drift"
@@ -56,13 +58,21 @@ DEMO_RULES: dict[str, Any] = {
 # version every HARVEST_ROWS labelled texts (never on a timer during the demo); one torch thread, as a
 # fine-tune runs beside it on this 2-core machine.
 HARVEST_ROWS = 480
+# The orchestrator's training-data policy (docs/decisions/0012), capped for this 2-core demo: base v1 + the
+# newest feedback version (400 + 480 rows); an older feedback version is left out rather than growing each
+# challenger's fine-tune while the next feedback version is already being harvested.
+TRAINING_MAX_ROWS = 900
 DEMO_SERVICE_ENV: dict[str, dict[str, str]] = {
+    "orchestrator": {"FLYWHEEL_MODEL_POLICIES": json.dumps({MODEL_ID: {"training_data": {
+        "max_rows": TRAINING_MAX_ROWS}}})},
     "monitor": {"FLYWHEEL_RULE_SET": json.dumps(DEMO_RULES)},
     "serving": {"FLYWHEEL_METRICS_WINDOW_S": "2", "FLYWHEEL_METRICS_MIN_SAMPLES": "20",
                 "FLYWHEEL_HARVEST_MAX_ROWS": str(HARVEST_ROWS), "FLYWHEEL_HARVEST_INTERVAL_S": "3600",
                 "FLYWHEEL_TORCH_THREADS": "1", "FLYWHEEL_MAX_WAIT_MS": "5", "FLYWHEEL_REPLICA_ID": "local"},
 }
-RATE, TRAINING_RATE = 50.0, 3.0  # texts per second; slower while a fine-tune shares the cores
+# Texts per second; slower while a fine-tune shares the cores, so the next feedback version (HARVEST_ROWS
+# texts) takes four minutes to fill and does not supersede a challenger's fine-tune (base + feedback rows).
+RATE, TRAINING_RATE = 50.0, 2.0
 
 
 @dataclass
@@ -83,6 +93,7 @@ class Loop:
     live: dict[str, Live] = field(default_factory=dict)
     swaps: list[tuple[str | None, str, float]] = field(default_factory=list)  # (from, to, at)
     feedback_lines: dict[str, int] = field(default_factory=dict)
+    training_set: dict[str, Any] = field(default_factory=dict)  # the challenger's composed training manifest
 
 
 class Scenario:
@@ -256,7 +267,8 @@ class Scenario:
 
     def challenger(self) -> tuple[Seen, Seen]:
         """The first version registered from a feedback dataset version, and the gate's verdict on it."""
-        self.step("fine-tuning a challenger on the newest feedback version (progress from the orchestrator below)")
+        self.step("fine-tuning a challenger on base v1 + the feedback versions after it (progress from the "
+                  "orchestrator below)")
         model = self.timeline.wait_for("ModelVersionRegistered",
                                        lambda s: s.get("dataset_version_id") in self._feedback_versions(),
                                        self.train_timeout)[0]
@@ -267,6 +279,7 @@ class Scenario:
         self.step(f"challenger {model.get('model_version')} learnt from feedback version "
                   f"{dataset.get('dataset_version_id')[:12]}: {dataset.get('row_count')} labelled live texts "
                   f"({lines}) at s3://{dataset.get('bucket')}/{dataset.get('prefix')}")
+        self.step(self.training_set(model))
         verdict = self.decision(model)
         self.loop.seen["verdict"] = verdict
         ev = verdict.get("evidence") or {}
@@ -275,6 +288,16 @@ class Scenario:
                   f"b={ev.get('b', 0):.0f} c={ev.get('c', 0):.0f} p={ev.get('p_value', 1):.1e} -> "
                   f"{'promoted' if verdict.name == 'ModelVersionPromoted' else 'rejected'} ({verdict.get('reason')})")
         return model, verdict
+
+    def training_set(self, model: Seen) -> str:
+        """What the run trained on: its composed training manifest (base + feedback), in rows per version."""
+        bucket = self.stack.resources.artifact_bucket
+        key = manifest_key(MODEL_ID, model.get("model_version"))
+        composed = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        self.loop.training_set = composed
+        parts = " + ".join(f"{v['row_count']} {'feedback' if v['feedback'] else 'base'} "
+                           f"({v['dataset_version_id'][:12]})" for v in composed["versions"])
+        return f"its training set: {parts} = {composed['row_count']} rows (s3://{bucket}/{key})"
 
     def recovery(self, version: str) -> Live:
         assert self.traffic is not None
@@ -311,8 +334,8 @@ class Scenario:
             self.step(f"the breach's retrain {runs[0].get('run_id')} runs on feedback version {fid}")
         else:
             self.step(f"feedback version {fid} arrived before the breach: its run covers the retrain requests")
-        self.step("retrain data: the newest feedback version alone (live traffic of both product lines, labelled "
-                  "by the application); composing base data with recent feedback in one run is not implemented yet")
+        self.step("retrain data: the newest base version (v1) + the feedback versions that arrived after it "
+                  "(the orchestrator's training-data policy)")
 
 
 def _is_feedback(seen: Seen) -> bool:

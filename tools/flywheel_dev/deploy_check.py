@@ -18,8 +18,9 @@ from flywheel_dev.deploy_policy import violations
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("local", "eks")
-# EKS standard support: the version the manifests are validated against (kubernetes-validate bundles it).
-KUBERNETES_VERSION = "1.33.0"
+# The version the manifests are validated against (kubernetes-validate bundles its schemas): the EKS
+# cluster's version in infra/ (flywheel_infra.cluster; tests/infra checks the two agree).
+KUBERNETES_VERSION = "1.35.0"
 # Custom resources have no upstream schema in kubernetes-validate; these are checked against our own.
 CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "deploy/schemas/servicemonitor.schema.json"}
 # The local overlay reads the monitor's generated files from k8s/monitoring/, outside its own folder.

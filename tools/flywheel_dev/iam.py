@@ -11,7 +11,10 @@ What each role may touch comes from what the code defines, never from a second h
   from each service's settings as the EKS overlay configures them (its ConfigMaps, rendered with kustomize,
   over the settings' defaults);
 - run and job names from the orchestrator's ids (`RUN_ID_PREFIX`, `output_prefix`), dataset, manifest and
-  state keys from ingest's settings (its prefixes) and ids.
+  state keys from ingest's settings (its prefixes) and ids;
+- Flyte's task pods (engine flyte-remote): the settings registration sets on the tasks
+  (`flyteregistry.task_environment` of the orchestrator's ConfigMap) and the training grants the orchestrator
+  has for the same calls, in the `<project>-<domain>` namespaces of the orchestrator's Flyte project.
 
 The account, region and MSK cluster come from the overlay too (the execution role ARN, FLYWHEEL_AWS_REGION,
 the MSK bootstrap host); the EKS OIDC provider id is a placeholder to replace with the cluster's.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,9 @@ from flywheel.topicreader import GROUP_PREFIX
 from flywheel_dev import deploy_check
 from flywheel_ingest.settings import IngestSettings
 from flywheel_monitor.settings import MonitorSettings
+from flywheel_monitor.statestore import STATE_PREFIX as MONITOR_STATE_PREFIX
+from flywheel_orchestrator import trainingset
+from flywheel_orchestrator.flyteregistry import task_environment
 from flywheel_orchestrator.ids import RUN_ID_PREFIX, output_prefix
 from flywheel_orchestrator.settings import LauncherKind, OrchestratorSettings
 from flywheel_orchestrator.statestore import PREFIX as ORCHESTRATOR_STATE_PREFIX
@@ -52,7 +58,11 @@ SETTINGS: dict[str, type[FlywheelSettings]] = {
 # Key layout under a run's prefix (ids.output_prefix): what the orchestrator and SageMaker write there.
 RUN_INPUT = "input/"  # the pinned train channel: object copies and the SageMaker manifest file (launcher)
 RUN_REGISTRATION = "registration.json"  # the registered version's record (workflow.register)
+RUN_TRAINING_MANIFEST = trainingset.NAME  # the run's composed training set (workflow.prepare), written once
 RUN_OUTPUT = "output/"  # SageMaker's own layout: <S3OutputPath><job name>/output/model.tar.gz, output.tar.gz
+# The only objects SageMaker uploads there (OutputDataConfig's default GZIP compression; the launcher turns the
+# profiler off, so no profiler-output/ or rule-output/ beside them): the execution role writes these names only.
+RUN_OUTPUT_FILES = ("model.tar.gz", "output.tar.gz")
 RUN_CHECKPOINTS = "checkpoints/"  # spot checkpoints (launcher's CheckpointConfig)
 
 KAFKA_TOPIC_ADMIN = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic",
@@ -63,6 +73,12 @@ TOPICS_JOB = "flywheel-topics"
 KAFKA_TOPIC_PROVISIONING = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic", "kafka-cluster:AlterTopic",
                             "kafka-cluster:DescribeTopicDynamicConfiguration",
                             "kafka-cluster:AlterTopicDynamicConfiguration"]
+# Flyte's task pods (docs/decisions/0014-flyte-remote.md) run the workflow's tasks (prepare, train, evaluate,
+# register) as the ServiceAccount of the <project>-<domain> namespace Flyte creates, in each domain the
+# flyte-binary chart configures (infra's cluster stack annotates each domain's account with this role).
+FLYTE_TASKS_ROLE = "flywheel-flyte-tasks"
+FLYTE_DOMAINS = ("development", "staging", "production")
+FLYTE_DEFAULT_SERVICE_ACCOUNT = "default"
 GLUE_ACTIONS = ["glue:GetRegistry", "glue:CreateRegistry", "glue:GetSchema", "glue:CreateSchema",
                 "glue:GetSchemaByDefinition", "glue:GetSchemaVersion", "glue:RegisterSchemaVersion"]
 
@@ -75,6 +91,7 @@ class Deployed:
     settings: Any
     namespace: str
     service_account: str
+    environment: Mapping[str, str] = field(default_factory=dict, compare=False)  # its ConfigMaps' FLYWHEEL_*
 
     @property
     def role(self) -> str:
@@ -119,7 +136,7 @@ def deployed(objects: list[dict[str, Any]] | None = None,
             env |= maps[source["configMapRef"]["name"]]
         env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
         found[service] = Deployed(service, _from_environment(SETTINGS[service], env), o["metadata"]["namespace"],
-                                  pod["serviceAccountName"])
+                                  pod["serviceAccountName"], env)
     missing = set(required) - set(found)
     if missing:
         raise ValueError(f"the {OVERLAY} overlay runs no Deployment for {sorted(missing)}")
@@ -213,38 +230,97 @@ def ingest_policy(place: Place, s: IngestSettings) -> dict[str, Any]:
                                                     glue_statement(place, s)]}
 
 
-def orchestrator_policy(place: Place, s: OrchestratorSettings, ingest: IngestSettings) -> dict[str, Any]:
+def run_data_statements(s: OrchestratorSettings, ingest: IngestSettings) -> list[dict[str, Any]]:
+    """S3 of a training run, as the workflow's tasks use it (workflow.py, the launcher's channel pinning):
+    the manifests and the pinned dataset objects, the run's own keys under models/<model>/fw-<run>/."""
     run = run_prefix_pattern()
-    sts = [
+    return [
         statement("ListBuckets", ["s3:ListBucket"], [s3(s.data_bucket), s3(s.artifact_bucket)]),
         # Manifests, and the pinned dataset objects it copies into a run's channel (by ETag and version).
         statement("ReadManifestsAndDatasets", ["s3:GetObject", "s3:GetObjectVersion"],
                   [s3(s.data_bucket, f"{p}*") for p in [ingest.manifest_prefix, *ingest.dataset_prefixes]]),
         statement("ReadRunArtifacts", ["s3:GetObject"], [s3(s.artifact_bucket, f"{run}*")]),
         statement("WriteRunInputsAndRegistrations", ["s3:PutObject"],
-                  [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_REGISTRATION}")]),
+                  [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_TRAINING_MANIFEST}"),
+                   s3(s.artifact_bucket, f"{run}{RUN_REGISTRATION}")]),
         statement("DropAChangedChannelCopy", ["s3:DeleteObject"], [s3(s.artifact_bucket, f"{run}{RUN_INPUT}*")]),
+    ]
+
+
+def training_job_statements(place: Place, s: OrchestratorSettings, *, stop: bool = True) -> list[dict[str, Any]]:
+    """SageMaker jobs named like a run, started as the execution role; `stop`: the supersede's StopTrainingJob
+    (the orchestrator's; the train task only starts and watches its job)."""
+    if s.launcher is not LauncherKind.SAGEMAKER:
+        return []
+    jobs = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+            *(["sagemaker:StopTrainingJob"] if stop else []), "sagemaker:AddTags"]
+    return [
+        statement("RunTrainingJobs", jobs, [place.arn("sagemaker", f"training-job/{RUN_ID_PREFIX}*")]),
+        statement("PassTheSageMakerExecutionRole", ["iam:PassRole"], [s.sagemaker_role_arn],
+                  Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
+    ]
+
+
+def orchestrator_policy(place: Place, s: OrchestratorSettings, ingest: IngestSettings) -> dict[str, Any]:
+    sts = [
+        *run_data_statements(s, ingest),
         # The model lifecycle's one document per model (flywheel.lifecycle): stages, production, history.
         statement("ReadAndWriteModelStages", ["s3:GetObject", "s3:PutObject"],
                   [s3(s.artifact_bucket, STAGES_KEY.format(model_id="*"))]),
         # Per-model run state and run-id claims (flywheel_orchestrator.statestore; docs/decisions/0009).
         statement("ReadAndWriteRunState", ["s3:GetObject", "s3:PutObject"],
                   [s3(s.artifact_bucket, f"{ORCHESTRATOR_STATE_PREFIX}*")]),
+        *training_job_statements(place, s),
     ]
-    if s.launcher is LauncherKind.SAGEMAKER:
-        sts += [
-            statement("RunTrainingJobs", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
-                                          "sagemaker:StopTrainingJob", "sagemaker:AddTags"],
-                      [place.arn("sagemaker", f"training-job/{RUN_ID_PREFIX}*")]),
-            statement("PassTheSageMakerExecutionRole", ["iam:PassRole"], [s.sagemaker_role_arn],
-                      Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}),
-        ]
     return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.ORCHESTRATOR), *sts,
                                                     glue_statement(place, s)]}
 
 
+@dataclass(frozen=True)
+class FlyteTasks:
+    """Flyte's task pods as the overlay registers them: the settings each task gets (the orchestrator's
+    ConfigMap less the service-only settings, flyteregistry.task_environment) and the IRSA subjects they run
+    as (the ServiceAccount of each domain's namespace of the orchestrator's Flyte project)."""
+
+    settings: OrchestratorSettings
+    subjects: tuple[str, ...]
+
+
+def flyte_tasks(orch: Deployed) -> FlyteTasks:
+    settings = _from_environment(OrchestratorSettings, task_environment(orch.environment))
+    account = orch.settings.flyte_service_account or FLYTE_DEFAULT_SERVICE_ACCOUNT
+    return FlyteTasks(settings, tuple(f"system:serviceaccount:{orch.settings.flyte_project}-{domain}:{account}"
+                                      for domain in FLYTE_DOMAINS))
+
+
+def flyte_tasks_policy(place: Place, s: OrchestratorSettings, ingest: IngestSettings) -> dict[str, Any]:
+    """What the training workflow's tasks call in a Flyte pod, with the orchestrator's grants for the same
+    calls: prepare reads the manifests and writes the run's training manifest (once), train pins the channel
+    (copies the pinned objects by version into the run's input/, drops a changed copy) and creates and
+    describes the run's job, evaluate reads its metrics, register writes registration.json. Nothing else:
+    no Kafka, no schema registry, no stage store, no orchestrator state, no dataset write, no StopTrainingJob.
+
+    No kms: grant: the buckets are SSE-KMS with the account's aws/s3 key, which any principal of the account
+    may use through S3; the job's volume and output keys are used by the execution role. Flyte's own bucket
+    (inputs, outputs, offloaded data) is granted beside this document where the bucket is made (infra/).
+    """
+    return {"Version": "2012-10-17",
+            "Statement": [*run_data_statements(s, ingest), *training_job_statements(place, s, stop=False)]}
+
+
 def monitor_policy(place: Place, s: MonitorSettings) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.MONITOR),
+    """With durable rule state on (flywheel_monitor.statestore), read and conditionally write one document per
+    model under monitor/models/ of the artifact bucket, and list that prefix only (a missing document must
+    read as 404, not 403: a new model has none yet). Nothing else of any bucket."""
+    sts = []
+    if s.rule_state_in_s3:
+        prefix = MONITOR_STATE_PREFIX
+        sts = [
+            statement("ListRuleStatePrefix", ["s3:ListBucket"], [s3(s.artifact_bucket)],
+                      Condition={"StringLike": {"s3:prefix": [f"{prefix}*"]}}),
+            statement("ReadWriteRuleState", ["s3:GetObject", "s3:PutObject"], [s3(s.artifact_bucket, f"{prefix}*")]),
+        ]
+    return {"Version": "2012-10-17", "Statement": [*kafka_statements(place, Service.MONITOR), *sts,
                                                     glue_statement(place, s)]}
 
 
@@ -288,8 +364,9 @@ def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[st
     """The role training jobs run as: read its channel, write its outputs, under run-shaped prefixes only.
 
     One role serves every run, and SageMaker gives the job's session nothing run-specific to scope by, so
-    the grants are per key shape (models/<model>/fw-<run>/output/...), not per run: no job can write a
-    channel (input/), a registration, the data bucket or any key outside a run's output and checkpoints.
+    the grants are per key shape (models/<model>/fw-<run>/output/model.tar.gz, ...), not per run: no job can
+    write a channel (input/), a registration, the stage store, the orchestrator's state, the data bucket or
+    any key but a run's two output archives and its checkpoints (docs/decisions/0011 says what remains).
     """
     run = run_prefix_pattern()
     # Its channel, its checkpoints, and the champion's model.tar.gz (the `champion` channel: the promotion
@@ -302,7 +379,8 @@ def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[st
         statement("ListArtifactBucket", ["s3:ListBucket"], [s3(s.artifact_bucket)]),
         statement("ReadItsChannelAndCheckpoints", ["s3:GetObject"], reads),
         statement("WriteItsOutputAndCheckpoints", ["s3:PutObject"],
-                  [s3(s.artifact_bucket, f"{run}{RUN_OUTPUT}*"), s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*")]),
+                  [*(s3(s.artifact_bucket, f"{run}{RUN_OUTPUT}{f}") for f in RUN_OUTPUT_FILES),
+                   s3(s.artifact_bucket, f"{run}{RUN_CHECKPOINTS}*")]),
     ]
     repositories = []
     for image in (s.sagemaker_image_uri, s.sagemaker_gpu_image_uri):  # the CPU and the CUDA training image
@@ -351,6 +429,17 @@ def irsa_trust(place: Place, d: Deployed) -> dict[str, Any]:
     }]}
 
 
+def flyte_tasks_trust(place: Place, tasks: FlyteTasks) -> dict[str, Any]:
+    """IRSA trust for the task pods of each domain of the orchestrator's Flyte project (any one subject)."""
+    issuer = f"oidc.eks.{place.region}.amazonaws.com/id/{OIDC_ID}"
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": f"arn:aws:iam::{place.account}:oidc-provider/{issuer}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{issuer}:sub": list(tasks.subjects), f"{issuer}:aud": "sts.amazonaws.com"}},
+    }]}
+
+
 def sagemaker_trust(place: Place) -> dict[str, Any]:
     # Only this account's training jobs named like a run may assume it (confused-deputy guard).
     return {"Version": "2012-10-17", "Statement": [{
@@ -379,6 +468,9 @@ def documents(services: dict[str, Deployed] | None = None) -> dict[str, dict[str
     job = topics_job()
     docs[f"{job.role}.json"] = topics_policy(place)
     docs[f"{job.role}.trust.json"] = irsa_trust(place, job)
+    tasks = flyte_tasks(orch)
+    docs[f"{FLYTE_TASKS_ROLE}.json"] = flyte_tasks_policy(place, tasks.settings, ingest.settings)
+    docs[f"{FLYTE_TASKS_ROLE}.trust.json"] = flyte_tasks_trust(place, tasks)
     execution_role = orch.settings.sagemaker_role_arn.rsplit("/", 1)[-1]
     docs[f"{execution_role}.json"] = sagemaker_execution_policy(place, orch.settings)
     docs[f"{execution_role}.trust.json"] = sagemaker_trust(place)

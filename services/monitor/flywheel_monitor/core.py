@@ -1,8 +1,8 @@
 """The monitor's decision core: known models, windowed aggregates, rule and drift verdicts. Pure.
 
 The handlers feed decoded records in; the core says what to emit. Windows live in a WindowStore
-(ports.py; a Faust windowed table in the service), rule state in plain dicts rebuilt from the topics after a
-restart (recovery.py). The clock that bounds event time is passed in, so tests decide what "now" is.
+(ports.py), rule state in plain dicts, saved and adopted per model through `snapshot`/`install`
+(statestore.py, fenced in S3) and rebuilt from the topics for models without a saved state (recovery.py). The clock that bounds event time is passed in, so tests decide what "now" is.
 
 Nothing here grows with what producers make up: windows and rule plans exist only for metrics some rule
 watches (the rest are ignored as "unwatched_metric"), rule state only for registered models and configured
@@ -20,7 +20,7 @@ from flywheel.events import now_ms, to_millis
 from flywheel_monitor import drift
 from flywheel_monitor.ports import WindowStore
 from flywheel_monitor.rules import FEATURE_PREFIX, Rule, RuleSet
-from flywheel_monitor.triggers import RuleState, evaluate, reset_for_new_version, restore
+from flywheel_monitor.triggers import RuleState, adopt, durable, evaluate, reset_for_new_version, restore
 from flywheel_monitor.validation import DEFAULT_BOUNDS, TimeBounds, UnknownModel, check_observation
 from flywheel_monitor.windows import Aggregate, observed_at_ms, window_index
 
@@ -66,6 +66,7 @@ class Assessment:
     evaluations: list[Evaluation] = field(default_factory=list)
     triggers: list[RetrainDecision] = field(default_factory=list)
     ignored: str | None = None  # why the observation was not folded (e.g. it is about a replaced version)
+    changed: bool = False  # a rule entered or left the breaching state: its durable state moved
 
 
 class MonitorCore:
@@ -87,23 +88,62 @@ class MonitorCore:
         self._plans = {metric: _plan(rules, metric) for metric in {r.metric for r in rules.rules}}
 
     def register(self, record: dict[str, Any]) -> bool:
-        """Learn a model version; a new version resets that model's rule state. True when it was new."""
+        """Learn a model version; a newer version starts its rules over (streak, hysteresis) but keeps each
+        rule's cooldown. True when it was new. A registration of a version already replaced, or one older
+        than the current version's (a redelivery, a late copy), changes nothing: it must not wipe the state
+        of the version that replaced it (docs/decisions/0015-monitor-scale-out.md)."""
         model, version = record["model_id"], record["model_version"]
         known = self.models.get(model)
         if known is not None and known.version == version:
             return False
         retired = self.retired[model]
+        at = to_millis(record["envelope"]["occurred_at"])
+        if known is not None and (version in retired or at < known.registered_at_ms):
+            if version not in retired:
+                retired[version] = None
+                while len(retired) > RETIRED_KEPT:
+                    del retired[next(iter(retired))]
+            return False
         if known is not None:
             retired.pop(known.version, None)
             retired[known.version] = None
             while len(retired) > RETIRED_KEPT:
                 del retired[next(iter(retired))]
         retired.pop(version, None)
-        at = to_millis(record["envelope"]["occurred_at"])
         self.models[model] = ModelInfo(version, at, dict(record.get("reference_distribution") or {}))
         for key in [k for k in self.states if k[0] == model]:
-            self.states[key] = reset_for_new_version(at)
+            self.states[key] = reset_for_new_version(at, self.states[key])
         return True
+
+    def snapshot(self, model: str) -> dict[str, Any] | None:
+        """The model's durable state (statestore.py): its version, the versions it replaced and each rule's
+        hysteresis and cooldown. None for a model with no registered version."""
+        info = self.models.get(model)
+        if info is None:
+            return None
+        return {"model_id": model, "version": info.version, "registered_at_ms": info.registered_at_ms,
+                "reference": info.reference, "retired": list(self.retired.get(model, ())),
+                "rules": {rule: durable(self.states[(model, rule)]) for rule in sorted(self._rule_names)
+                          if (model, rule) in self.states}}
+
+    def install(self, doc: dict[str, Any]) -> None:
+        """Adopt a snapshot written by the worker that decided for the model last (after a restart or a
+        takeover). A version registered later than the snapshot's, known here from the event log, stays."""
+        model = doc["model_id"]
+        known = self.models.get(model)
+        retired = self.retired[model]
+        for version in doc.get("retired") or ():
+            retired.setdefault(version, None)
+        if known is None or doc["registered_at_ms"] >= known.registered_at_ms:
+            if known is not None and known.version != doc["version"]:
+                retired.setdefault(known.version, None)
+            retired.pop(doc["version"], None)
+            self.models[model] = ModelInfo(doc["version"], int(doc["registered_at_ms"]), dict(doc.get("reference") or {}))
+            for rule, saved in (doc.get("rules") or {}).items():
+                if rule in self._rule_names:
+                    adopt(self.states[(model, rule)], saved)
+        while len(retired) > RETIRED_KEPT:
+            del retired[next(iter(retired))]
 
     def restore_trigger(self, record: dict[str, Any]) -> None:
         """Rebuild cooldown from a RetrainRequested this service emitted before a restart."""
@@ -111,8 +151,11 @@ class MonitorCore:
         if known is None or record["rule"] not in self._rule_names:  # a rule since removed has no state
             return
         at = to_millis(record["window_end"] or record["envelope"]["occurred_at"])
+        state = self.states[(record["model_id"], record["rule"])]
         if at > known.registered_at_ms:
-            restore(self.states[(record["model_id"], record["rule"])], at)
+            restore(state, at)
+        elif state.last_trigger_ms is None or at > state.last_trigger_ms:  # an older version's: cooldown only
+            state.last_trigger_ms = at
 
     def observe(self, record: dict[str, Any]) -> Assessment:
         """Fold one observation into its windows and evaluate the rules watching it."""
@@ -150,7 +193,11 @@ class MonitorCore:
                   at: int, assessment: Assessment) -> None:
         value = aggregate.value(rule.aggregation, rule.window_s)
         window = window_index(at, rule.window_ms)
-        verdict = evaluate(self.states[(record["model_id"], rule.name)], rule, window, value, aggregate.count, at)
+        state = self.states[(record["model_id"], rule.name)]
+        breaching = state.breaching
+        verdict = evaluate(state, rule, window, value, aggregate.count, at)
+        if state.breaching is not breaching:
+            assessment.changed = True
         assessment.evaluations.append(Evaluation(rule, value, aggregate.count, verdict.breached))
         if verdict.fire:
             assessment.triggers.append(RetrainDecision(
@@ -176,7 +223,11 @@ class MonitorCore:
         worst = report.worst or max(report.features, key=lambda f: report.features[f].psi)
         value = 1.0 if report.drifted else 0.0
         window = window_index(at, rule.window_ms)
-        verdict = evaluate(self.states[(record["model_id"], rule.name)], rule, window, value, samples, at)
+        state = self.states[(record["model_id"], rule.name)]
+        breaching = state.breaching
+        verdict = evaluate(state, rule, window, value, samples, at)
+        if state.breaching is not breaching:
+            assessment.changed = True
         assessment.evaluations.append(Evaluation(rule, report.features[worst].psi, samples, verdict.breached))
         if verdict.fire:
             assessment.triggers.append(RetrainDecision(

@@ -44,6 +44,8 @@ _BATCH = _quantiles("flywheel_serving_batch_size", (0.5, 0.99))
 # Share of labelled texts the served version got right: measured from feedback joined to its answers.
 LIVE_ACCURACY = ('sum by (model, version) (rate(flywheel_serving_feedback_total{outcome="correct"}[15m])) / '
                  "sum by (model, version) (rate(flywheel_serving_feedback_total[15m]))")
+SHADOW_ACCURACY = ('sum by (model, role) (rate(flywheel_serving_shadow_feedback_total{outcome="correct"}[15m])) / '
+                   "sum by (model, role) (rate(flywheel_serving_shadow_feedback_total[15m]))")
 
 
 DASHBOARDS: dict[str, tuple[str, list[PanelSpec]]] = {
@@ -121,6 +123,12 @@ DASHBOARDS: dict[str, tuple[str, list[PanelSpec]]] = {
         PanelSpec("Live accuracy (labelled feedback, 15m)",
                   LIVE_ACCURACY,
                   "{{model}} {{version}}", "percentunit"),
+        # Shadow evaluation (docs/decisions/0013-shadow-evaluation.md): the same labelled texts, both versions.
+        PanelSpec("Shadow: live accuracy of production vs candidate (same labelled texts, 15m)",
+                  SHADOW_ACCURACY, "{{model}} {{role}}", "percentunit"),
+        PanelSpec("Shadow: requests by what the candidate did",
+                  "sum by (model, outcome) (rate(flywheel_serving_shadow_requests_total[15m]))",
+                  "{{model}} {{outcome}}", "reqps"),
         PanelSpec("Version in production", "max by (model, version) (flywheel_serving_model_version_info)",
                   "{{model}} {{version}}", kind="stat"),
         PanelSpec("Predictions per second by label",
@@ -136,9 +144,30 @@ DASHBOARDS: dict[str, tuple[str, list[PanelSpec]]] = {
         PanelSpec("Serving up", f"up{{{SERVING_JOB}}}", kind="stat"),
     ]),
 }
+# Training spend, exported by the orchestrator per succeeded run (flywheel_orchestrator.metrics,
+# docs/decisions/0011): SageMaker runs at their estimated price, local runs as instance_type="local" at 0 USD.
+_RUN_COST = tuple(f"histogram_quantile({q}, sum by (le, model_id) (rate(flywheel_orchestrator_run_cost_usd_bucket[1d])))"
+                  for q in (0.5, 0.95))
+DASHBOARDS["flywheel-training-cost"] = ("Flywheel / Training cost", [
+    PanelSpec("Training spend (USD, last 24h)",
+              "sum by (model_id, instance_type) (increase(flywheel_orchestrator_training_cost_usd_total[1d]))",
+              "{{model_id}} {{instance_type}}", "currencyUSD"),
+    PanelSpec("Billable training time (last 24h)",
+              "sum by (model_id, instance_type) (increase(flywheel_orchestrator_training_billable_seconds_total[1d]))",
+              "{{model_id}} {{instance_type}}", "s"),
+    PanelSpec("Managed-spot savings (USD, last 24h)",
+              "sum by (model_id) (increase(flywheel_orchestrator_training_spot_savings_usd_total[1d]))",
+              "{{model_id}}", "currencyUSD"),
+    PanelSpec("Cost per run p50 / p95 (USD)", _RUN_COST[0], "{{model_id}} p50", "currencyUSD",
+              more=((_RUN_COST[1], "{{model_id}} p95"),)),
+    PanelSpec("Training spend since start (USD)", "sum(flywheel_orchestrator_training_cost_usd_total)",
+              unit="currencyUSD", kind="stat"),
+    PanelSpec("Succeeded runs costed since start", "sum by (model_id) (flywheel_orchestrator_run_cost_usd_count)",
+              "{{model_id}}", kind="stat"),
+])
 # The Prometheus job whose metrics each dashboard reads (what its integration test scrapes).
-SCRAPES: dict[str, str] = {uid: "flywheel-serving" if uid == "flywheel-serving" else "flywheel-monitor"
-                           for uid in DASHBOARDS}
+JOBS = {"flywheel-serving": "flywheel-serving", "flywheel-training-cost": "flywheel-orchestrator"}
+SCRAPES: dict[str, str] = {uid: JOBS.get(uid, "flywheel-monitor") for uid in DASHBOARDS}
 
 
 def _panel(spec: PanelSpec) -> object:

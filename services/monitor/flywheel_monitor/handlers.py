@@ -27,6 +27,7 @@ from flywheel_monitor.ports import Publisher
 from flywheel_monitor.recovery import recover
 from flywheel_monitor.rules import Rule
 from flywheel_monitor.settings import MonitorSettings
+from flywheel_monitor.statestore import Fenced, ModelStates
 from flywheel_monitor.topics import CONSUMES, RETRAIN_TOPIC
 
 log = logging.getLogger("monitor")
@@ -58,8 +59,10 @@ def is_permanent(exc: BaseException) -> bool:
 class MonitorHandlers:
     def __init__(self, core: MonitorCore, publisher: Publisher, dead_letters: DeadLetters, service: str,
                  max_models: int, backoff: Backoff | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, states: ModelStates | None = None) -> None:
         self.core, self.publisher, self.dead_letters = core, publisher, dead_letters
+        # Durable, fenced per-model rule state (statestore.py); None: memory only (one worker, unit tests).
+        self.states = states
         self.service = service
         self.backoff, self.sleep = backoff or Backoff(), sleep
         self._dead_letter_topic = dead_letter_topic(service).name
@@ -135,29 +138,69 @@ class MonitorHandlers:
         if event.name == "flywheel.ModelMetricsObserved":
             await self.on_metrics(record)
         elif event.name == "flywheel.ModelVersionRegistered":
-            self.on_registered(record)
+            await self.on_registered(record)
         elif event.name in RUN_STATUS:
             self.on_training(RUN_STATUS[event.name], record)
         else:
             raise InvalidEvent(f"the monitor does not consume {event.name}")
 
     async def on_metrics(self, record: dict[str, Any]) -> None:
+        states, model_id = self.states, record["model_id"]
+        if states is not None and not states.loaded(model_id):  # first event since an assignment: S3 once
+            await self._durably(lambda: states.load(model_id, self._resend), model_id)
         assessment = self.core.observe(record)
         if assessment.ignored:
             m.IGNORED.labels(assessment.ignored).inc()
             return
-        model = self.model_label(record["model_id"])
+        model = self.model_label(model_id)
         summary = record.get("summary")
         self._observations(model).inc(summary["count"] if summary else record["sample_count"])
         self._export(model, assessment)
-        for decision in assessment.triggers:  # only here, when a rule fires, does the hot path publish
-            retrain = retrain_requested(decision, record["envelope"], self.core.rules, self.service)
+        if not assessment.triggers and not assessment.changed:
+            return
+        # A rule fired or recovered (rare): claim it in the model's state document before sending anything, so
+        # a worker another one replaced sends nothing (docs/decisions/0015-monitor-scale-out.md).
+        retrains = [retrain_requested(d, record["envelope"], self.core.rules, self.service)
+                    for d in assessment.triggers]
+        if states is not None:
+            try:
+                await self._durably(lambda: states.save(model_id, retrains), model_id)
+            except Fenced:
+                m.FENCED.inc()
+                log.warning("another worker decided for this model meanwhile; its state adopted, nothing sent",
+                            extra={**ids(record), "model_id": model_id})
+                return
+        for decision, retrain in zip(assessment.triggers, retrains, strict=True):
             await self.publish(RETRAIN_TOPIC, retrain)
             m.TRIGGERS.labels(model, decision.rule.name, decision.kind).inc()
             m.BREACH_TO_TRIGGER.observe(max(0, now_ms() - to_millis(record["envelope"]["occurred_at"])) / 1000)
             log.info("retrain requested: %s", retrain["detail"],
                      extra={**ids(retrain), "causation_id": retrain["envelope"]["causation_id"],
                             "model_id": decision.model_id, "rule": decision.rule.name})
+        if retrains and states is not None:
+            try:  # the outbox is empty again; a crash before this re-sends them with the same event ids
+                await self._durably(lambda: states.save(model_id), model_id)
+            except Fenced:
+                m.FENCED.inc()
+
+    async def _resend(self, record: dict[str, Any]) -> None:
+        await self.publish(RETRAIN_TOPIC, record)
+        m.TRIGGERS.labels(self.model_label(record["model_id"]), record["rule"], record["trigger"]).inc()
+
+    async def _durably(self, step: Callable[[], Awaitable[None]], model_id: str) -> None:
+        """A state load or save, retried with backoff while S3 fails (the stream waits at this record, as for a
+        failing publish); Fenced is an answer, not a failure, and goes to the caller."""
+        for tries, delay in enumerate(self.backoff.delays(), start=1):
+            try:
+                await step()
+                return
+            except Fenced:
+                raise
+            except Exception as exc:
+                m.STATE_RETRIES.inc()
+                log.warning("model state in S3 unavailable (attempt %d: %r); retrying in %.1f s", tries, exc,
+                            delay, extra={"model_id": model_id, "error_type": type(exc).__name__})
+            await self.sleep(delay)
 
     def _export(self, model: str, assessment: Assessment) -> None:
         for ev in assessment.evaluations:
@@ -173,12 +216,31 @@ class MonitorHandlers:
         series = self._series[(model, rule.name)] = m.RuleSeries(model, rule.name, threshold)
         return series
 
-    def on_registered(self, record: dict[str, Any]) -> None:
+    async def on_registered(self, record: dict[str, Any]) -> None:
+        states, model_id = self.states, record["model_id"]
+        if states is not None and not states.loaded(model_id):
+            await self._durably(lambda: states.load(model_id, self._resend), model_id)
         if self.core.register(record):
             m.REGISTRATIONS.inc()
-            log.info("model version registered", extra={**ids(record), "model_id": record["model_id"],
+            log.info("model version registered", extra={**ids(record), "model_id": model_id,
                                                           "model_version": record["model_version"]})
+            if states is not None:
+                await self._save_fact(model_id)
         m.KNOWN_MODELS.set(len(self.core.models))
+
+    async def _save_fact(self, model_id: str) -> None:
+        """A registration is a fact, not a decision: when another worker wrote meanwhile, its state is adopted
+        (a newer version it knows stays) and the merge is written again."""
+        states = self.states
+        assert states is not None
+        for _ in range(5):
+            try:
+                await self._durably(lambda: states.save(model_id), model_id)
+                return
+            except Fenced:
+                m.FENCED.inc()
+        log.warning("model state kept changing under this worker; the registration stays in memory",
+                    extra={"model_id": model_id})
 
     def on_training(self, status: str, record: dict[str, Any]) -> None:
         m.RUNS.labels(status).inc()
@@ -231,6 +293,19 @@ def register(app: faust.App, settings: MonitorSettings, codec: AvroCodec, handle
                     pause = min(pause * 2, 30.0)
         m.KNOWN_MODELS.set(len(handlers.core.models))
         log.info("recovered state", extra={"models": models, "retrain_requests": triggers})
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        # another worker may decide for these models next: each is loaded again on its next event
+        if handlers.states is not None:
+            handlers.states.forget()
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        if handlers.states is not None:
+            handlers.states.forget()
+        mine = sorted({tp.partition for tp in assigned if tp.topic in CONSUMES})  # the consumed topics only
+        log.info("assigned partitions %s", mine)
 
     @app.agent(raw_topics(app, CONSUMES))
     async def monitor(stream: faust.StreamT) -> None:

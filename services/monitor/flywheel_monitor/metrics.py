@@ -32,6 +32,10 @@ IGNORED = Counter("flywheel_monitor_observations_ignored_total",
 PUBLISH_RETRIES = Counter("flywheel_monitor_publish_retries_total",
                           "Failed publishes retried (the stream waits at the record meanwhile), by topic",
                           ["topic"])
+FENCED = Counter("flywheel_monitor_state_fenced_total",
+                 "Rule-state writes refused because another worker wrote the model's state first (its state adopted)")
+STATE_RETRIES = Counter("flywheel_monitor_state_retries_total",
+                        "Loads or saves of a model's rule state in S3 that failed and were retried")
 KNOWN_MODELS = Gauge("flywheel_monitor_known_models", "Models with a registered version")
 PROCESSING = Histogram("flywheel_monitor_processing_seconds", "Time to decode, window and evaluate one event",
                        ["event"], buckets=LATENCY_BUCKETS)

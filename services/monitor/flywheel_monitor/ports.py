@@ -1,7 +1,7 @@
 """What the monitor's core and handlers depend on, as Protocols; their adapters live beside them.
 
-- `WindowStore`: `tables.FaustWindowStore` in the service (Faust windowed tables), `windows.DictWindowStore`
-  in unit tests and benchmarks.
+- `WindowStore`: `windows.DictWindowStore` in the service, unit tests and benchmarks (`tables.FaustWindowStore`,
+  Faust windowed tables, is no longer wired: docs/decisions/0015-monitor-scale-out.md).
 - `Publisher`: `flywheel.faust_app.FaustPublisher` in the service.
 """
 

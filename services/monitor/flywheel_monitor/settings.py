@@ -22,6 +22,11 @@ class MonitorSettings(FlywheelSettings):
     # Rebuild known models and cooldowns from the topics before consuming (changelogs are unreliable on Tansu).
     recover_on_start: bool = True
     recovery_timeout_s: float = Field(default=30.0, gt=0)
+    # Per-model rule state (hysteresis, cooldown, version, outbox) in s3://<artifact_bucket>/monitor/models/,
+    # fenced by ETag, so that workers can share the models (docs/decisions/0015-monitor-scale-out.md). Off:
+    # memory only, correct for one worker and no more.
+    artifact_bucket: str = "flywheel-artifacts"
+    rule_state_in_s3: bool = True
     # A ModelMetricsObserved whose window_end is further ahead of this service's clock is dead-lettered
     # (event time from the future would make every honest window count as late).
     max_clock_skew_s: float = Field(default=300.0, ge=0)

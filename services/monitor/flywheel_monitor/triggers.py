@@ -74,6 +74,25 @@ def restore(state: RuleState, triggered_at_ms: int) -> None:
         state.breaching = True
 
 
-def reset_for_new_version(registered_at_ms: int) -> RuleState:
-    """A new model version starts clean: older observations describe the replaced version."""
-    return RuleState(not_before_ms=registered_at_ms)
+def reset_for_new_version(registered_at_ms: int, previous: RuleState | None = None) -> RuleState:
+    """A new model version starts clean: older observations describe the replaced version, so the streak and
+    the hysteresis start over. The cooldown is the rule's, not the version's: the last request of `previous`
+    still counts (docs/decisions/0015-monitor-scale-out.md), so a bad version replacing a bad one cannot ask
+    for a retrain sooner than `cooldown_s` after the request that caused it."""
+    return RuleState(not_before_ms=registered_at_ms,
+                     last_trigger_ms=previous.last_trigger_ms if previous is not None else None)
+
+
+def durable(state: RuleState) -> dict[str, int | bool | None]:
+    """What must outlive the process and move with the model to another worker; the streak is a window cache."""
+    return {"breaching": state.breaching, "last_trigger_ms": state.last_trigger_ms,
+            "not_before_ms": state.not_before_ms}
+
+
+def adopt(state: RuleState, saved: dict[str, int | bool | None]) -> None:
+    """Take the durable fields written by whichever worker decided last: its word wins over this one's memory
+    (every request is claimed in that document before it is sent); the current window and streak stay."""
+    state.breaching = bool(saved.get("breaching"))
+    last = saved.get("last_trigger_ms")
+    state.last_trigger_ms = int(last) if last is not None else None
+    state.not_before_ms = max(state.not_before_ms, int(saved.get("not_before_ms") or 0))

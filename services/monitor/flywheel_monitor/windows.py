@@ -115,8 +115,8 @@ def window_index(at_ms: int, window_ms: int) -> int:
 
 
 class DictWindowStore:
-    """In-memory WindowStore (ports.py) for unit tests and benchmarks: the latest `keep` windows per key and
-    size."""
+    """In-memory WindowStore (ports.py), the service's (a per-worker cache: docs/decisions/0015) and the tests'
+    and benchmarks': the latest `keep` windows per key and size."""
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep

@@ -10,7 +10,7 @@ from flywheel.lifecycle import StageStore
 from flywheel_orchestrator import handlers
 from flywheel_orchestrator.adapters import build_task_context, registration_reader
 from flywheel_orchestrator.core import Orchestration
-from flywheel_orchestrator.executors import FlyteRemoteWorkflowExecutor, LocalWorkflowExecutor
+from flywheel_orchestrator.executors import FlyteRemoteWorkflowExecutor, FlyteTarget, LocalWorkflowExecutor
 from flywheel_orchestrator.ownership import Ownership
 from flywheel_orchestrator.ports import WorkflowExecutor
 from flywheel_orchestrator.promotions import Promotions
@@ -23,8 +23,9 @@ from flywheel_orchestrator.topics import CONSUMES, SERVICE
 
 def build_executor(settings: OrchestratorSettings, context: TaskContext) -> WorkflowExecutor:
     if settings.engine is ExecutorKind.FLYTE_REMOTE:
-        return FlyteRemoteWorkflowExecutor(settings.flyte_endpoint, settings.flyte_project, settings.flyte_domain,
-                                           settings.flyte_version)
+        target = FlyteTarget(settings.flyte_endpoint, settings.flyte_project, settings.flyte_domain,
+                             settings.flyte_version, settings.flyte_insecure, settings.flyte_service_account)
+        return FlyteRemoteWorkflowExecutor(target, context, settings.flyte_poll_s)
     return LocalWorkflowExecutor(context)
 
 

@@ -23,26 +23,38 @@ from flywheel_orchestrator.domain import (
     Trigger,
 )
 from flywheel_orchestrator.policy import Kind, TriggerPolicy
+from flywheel_orchestrator.trainingdata import choose, is_feedback, remember
 
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
+class OrderedIds(dict):
+    """A set of ids that remembers the order they were added in, oldest first (a dict of id -> None), so the
+    state document can drop the oldest beyond a bound (statestore.prune)."""
+
+    def add(self, item: str) -> None:
+        self.pop(item, None)
+        self[item] = None
+
+
 @dataclass
 class ModelState:
     latest: DatasetRef | None = None
     datasets: dict[str, DatasetRef] = field(default_factory=dict)
+    base: DatasetRef | None = None  # the newest non-feedback version (trainingdata.py)
+    feedback: list[DatasetRef] = field(default_factory=list)  # feedback versions that arrived after it
     trained_objects: frozenset[tuple[str, str]] = frozenset()
-    trained_versions: set[str] = field(default_factory=set)
+    trained_versions: OrderedIds = field(default_factory=OrderedIds)
     in_flight: dict[str, RunSpec] = field(default_factory=dict)
-    ended: set[str] = field(default_factory=set)
+    ended: OrderedIds = field(default_factory=OrderedIds)
     pending: Trigger | None = None  # debouncing NEW_DATA
     pending_due_ms: int = 0
     queued: Trigger | None = None  # waiting for a run slot
     last_launch_ms: dict[Kind, int] = field(default_factory=dict)
     attempts: Counter = field(default_factory=Counter)
-    seen_triggers: set[str] = field(default_factory=set)
+    seen_triggers: OrderedIds = field(default_factory=OrderedIds)
 
 
 class Orchestration:
@@ -132,9 +144,13 @@ class Orchestration:
     def _admit(self, trigger: Trigger, dataset: DatasetRef, attempt: int, policy: TriggerPolicy,
                now_ms: int) -> list[Decision]:
         st = self.state(trigger.model_id)
-        spec = make_spec(trigger, dataset, attempt)
+        chosen = choose(policy.training_data, dataset, st.base, st.feedback, now_ms)
+        spec = make_spec(trigger, dataset, attempt, chosen)
+        # A feedback version never supersedes: the next run trains on it together with everything the running
+        # one has (the window), so it queues instead; stopping runs for it would starve a model whose feedback
+        # arrives faster than it trains (docs/decisions/0012-retrain-data-policy.md).
         stale = [r for r in st.in_flight.values() if r.dataset_version_id != dataset.dataset_version_id] \
-            if policy.supersede and trigger.kind is Kind.NEW_DATA else []
+            if policy.supersede and trigger.kind is Kind.NEW_DATA and not is_feedback(dataset) else []
         if len(st.in_flight) - len(stale) >= policy.max_concurrent_runs:
             return self._queue(trigger, st, policy)
         out: list[Decision] = []
@@ -162,6 +178,7 @@ class Orchestration:
         st = self.state(dataset.model_id)
         st.datasets[dataset.dataset_version_id] = dataset
         st.latest = dataset
+        st.base, st.feedback = remember(st.base, st.feedback, dataset)
 
     def record_started(self, spec: RunSpec, now_ms: int) -> None:
         st = self.state(spec.model_id)
@@ -172,9 +189,9 @@ class Orchestration:
         st.attempts[(spec.dataset_version_id, spec.kind)] += 1
         st.last_launch_ms[spec.kind] = max(now_ms, st.last_launch_ms.get(spec.kind, 0))
         st.trained_versions.add(spec.dataset_version_id)
-        dataset = st.datasets.get(spec.dataset_version_id)
-        if dataset is not None:
-            st.trained_objects = frozenset((key, etag) for key, etag, _ in dataset.objects)
+        chosen = [st.datasets[v] for v in spec.training_version_ids if v in st.datasets]
+        if chosen:
+            st.trained_objects = frozenset((key, etag) for d in chosen for key, etag, _ in d.objects)
 
     def burn_attempt(self, model_id: str, dataset_version_id: str, kind: Kind) -> None:
         """The next run id for (dataset version, kind) is taken (claimed in another era): skip it."""
@@ -186,10 +203,13 @@ class Orchestration:
         st.ended.add(run_id)
 
 
-def make_spec(trigger: Trigger, dataset: DatasetRef, attempt: int) -> RunSpec:
+def make_spec(trigger: Trigger, dataset: DatasetRef, attempt: int,
+              chosen: tuple[DatasetRef, ...] = ()) -> RunSpec:
+    """The run on `dataset` (its id names the run), training on `chosen` (default: `dataset` alone)."""
     return RunSpec(
         run_id=ids.run_id(trigger.model_id, dataset.dataset_version_id, trigger.kind.value, attempt),
         model_id=trigger.model_id, dataset_version_id=dataset.dataset_version_id, kind=trigger.kind,
         manifest_uri=dataset.manifest_uri, trigger_event_id=trigger.event_id,
         correlation_id=trigger.causation.get("correlation_id") or trigger.event_id,
-        data_landed_at_ms=dataset.landed_at_ms, lineage=dict(trigger.evidence))
+        data_landed_at_ms=dataset.landed_at_ms, lineage=dict(trigger.evidence),
+        training_data=tuple((d.dataset_version_id, d.manifest_uri) for d in chosen or (dataset,)))

@@ -18,6 +18,7 @@ class DatasetRef:
     row_count: int
     objects: tuple[tuple[str, str, int], ...] = ()  # (key, etag, rows)
     landed_at_ms: int | None = None
+    prefix: str = ""  # <dataset prefix><model_id>/<version>/: the version name tells feedback (trainingdata.py)
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,21 @@ class RunSpec:
     correlation_id: str
     data_landed_at_ms: int | None = None
     lineage: dict[str, str] = field(default_factory=dict)
+    # Every version the run trains on, (dataset_version_id, manifest_uri), base first (trainingdata.py);
+    # empty: the one version above alone (a run recorded before the training-data policy).
+    training_data: tuple[tuple[str, str], ...] = ()
 
     @property
     def job_name(self) -> str:
         return self.run_id
+
+    @property
+    def training_versions(self) -> tuple[tuple[str, str], ...]:
+        return self.training_data or ((self.dataset_version_id, self.manifest_uri),)
+
+    @property
+    def training_version_ids(self) -> list[str]:
+        return [version for version, _ in self.training_versions]
 
 
 @dataclass(frozen=True)

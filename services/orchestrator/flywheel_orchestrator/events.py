@@ -22,7 +22,7 @@ def dataset_ref(record: dict[str, Any]) -> DatasetRef:
         model_id=record["model_id"], dataset_version_id=record["dataset_version_id"],
         manifest_uri=record["manifest_uri"], row_count=int(record["row_count"]),
         objects=tuple((o["key"], o["etag"], int(o.get("rows") or 0)) for o in record["objects"]),
-        landed_at_ms=to_millis(record["first_object_at"]))
+        landed_at_ms=to_millis(record["first_object_at"]), prefix=str(record.get("prefix") or ""))
 
 
 def trigger_of(name: str, topic: str, record: dict[str, Any], now_ms: int) -> Trigger:
@@ -42,15 +42,25 @@ def _retrain_kind(value: Any) -> Kind:
     raise InvalidEvent(f"RetrainRequested.trigger must be METRIC_BREACH, DRIFT or MANUAL, got {value!r}")
 
 
-def spec_of_started(record: dict[str, Any]) -> RunSpec:
-    """The run as TrainingRunStarted recorded it: enough to resume it after a restart."""
+def spec_of_started(record: dict[str, Any], manifests: Mapping[str, str] | None = None) -> RunSpec:
+    """The run as TrainingRunStarted recorded it: enough to resume it after a restart. `manifests` (dataset
+    version -> manifest URI, from the versions' DatasetVersionReady) resolve the versions it trains on."""
     landed = record.get("data_landed_at")
     return RunSpec(
         run_id=record["run_id"], model_id=record["model_id"], dataset_version_id=record["dataset_version_id"],
         kind=Kind(record["trigger"]), manifest_uri=record["manifest_uri"],
         trigger_event_id=record["trigger_event_id"], correlation_id=record["envelope"]["correlation_id"],
         data_landed_at_ms=to_millis(landed) if landed is not None else None,
-        lineage=dict(record.get("lineage") or {}))
+        lineage=dict(record.get("lineage") or {}), training_data=training_data_of(record, manifests or {}))
+
+
+def training_data_of(record: dict[str, Any], manifests: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The versions a TrainingRunStarted names, with their manifests; () (the run's own version alone) when it
+    names only that one, or one whose manifest is unknown."""
+    ids = list(record.get("training_dataset_version_ids") or ())
+    if ids in ([], [record["dataset_version_id"]]) or any(v not in manifests for v in ids):
+        return ()
+    return tuple((v, manifests[v]) for v in ids)
 
 
 RUN_EVENT_NAMESPACE = uuid.UUID("6f1c2a0e-4d1b-5e53-9a57-0c1d2f0e9b11")
@@ -70,12 +80,18 @@ def run_started(spec: RunSpec, causation: dict[str, Any], launcher: str, hps: di
         "dataset_version_id": spec.dataset_version_id, "trigger": spec.kind.value, "launcher": launcher,
         "job_name": spec.job_name, "manifest_uri": spec.manifest_uri, "trigger_event_id": spec.trigger_event_id,
         "data_landed_at": spec.data_landed_at_ms, "hyperparameters": dict(hps), "lineage": dict(spec.lineage),
-        **job_links(job)}
+        "training_dataset_version_ids": spec.training_version_ids,
+        **job_links(job), **workflow_execution(job)}
 
 
 def job_links(job: Mapping[str, str] | None) -> dict[str, str | None]:
     """The SageMaker job's ARN and CloudWatch logs link (None for a local run)."""
     return {"job_arn": (job or {}).get("job_arn") or None, "logs_url": (job or {}).get("logs_url") or None}
+
+
+def workflow_execution(job: Mapping[str, str] | None) -> dict[str, str | None]:
+    """The Flyte execution that runs the workflow (project:domain:name; None when it ran in this process)."""
+    return {"execution_id": (job or {}).get("execution_id") or None}
 
 
 def job_cost(job: Mapping[str, str] | None) -> dict[str, Any]:
@@ -99,13 +115,13 @@ def _run_fields(spec: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
 def run_succeeded(spec: RunSpec, causation: dict[str, Any], artifact_uri: str, metrics: dict[str, float],
                   duration_s: float, job: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {**_run_fields(spec, causation), "artifact_uri": artifact_uri, "metrics": dict(metrics),
-            "duration_seconds": float(duration_s), **job_cost(job)}
+            "duration_seconds": float(duration_s), **job_cost(job), **workflow_execution(job)}
 
 
 def run_failed(spec: RunSpec, causation: dict[str, Any], reason: str, duration_s: float,
                job: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {**_run_fields(spec, causation), "reason": reason or "unknown", "duration_seconds": float(duration_s),
-            **job_links(job)}
+            **job_links(job), **workflow_execution(job)}
 
 
 def run_superseded(stale: RunSpec, by: RunSpec, causation: dict[str, Any]) -> dict[str, Any]:
@@ -122,17 +138,18 @@ def version_registered(spec: RunSpec, causation: dict[str, Any], registration: d
             "model_version": spec.run_id, "run_id": spec.run_id, "dataset_version_id": spec.dataset_version_id,
             "artifact_uri": registration["artifact_uri"], "metrics": registration["metrics"],
             "baseline_metrics": registration["baseline_metrics"], "trigger": spec.kind.value,
-            "lineage": lineage, "reference_distribution": registration.get("reference_distribution", {})}
+            "lineage": lineage, "reference_distribution": registration.get("reference_distribution", {}),
+            "training_dataset_version_ids": spec.training_version_ids}
 
 
 # --- the model lifecycle: one event per stage-store history entry ----------------------------------------
 
 STAGE_TOPICS = {"promote": "model.version-promoted", "reject": "model.version-rejected",
-                "rollback": "model.version-rolled-back"}
+                "rollback": "model.version-rolled-back", "shadow": "model.version-shadowed"}
 
 
 def stage_event(stages: ModelStages, entry: dict[str, Any], causation: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The event announcing a history entry of the stage store (promote, reject or rollback)."""
+    """The event announcing a history entry of the stage store (promote, reject, rollback or shadow)."""
     action, version = entry["action"], entry["version"]
     common = {"envelope": envelope(PRODUCER, causation=causation), "model_id": stages.model_id,
               "reason": entry["reason"], "evidence": {k: float(v) for k, v in (entry.get("evidence") or {}).items()}}
@@ -141,6 +158,9 @@ def stage_event(stages: ModelStages, entry: dict[str, Any], causation: dict[str,
                   "previous_version": entry.get("from_version")}
     elif action == "reject":
         record = {**common, "model_version": version, "champion_version": entry.get("from_version")}
+    elif action == "shadow":  # docs/decisions/0013-shadow-evaluation.md
+        record = {**common, "model_version": version, "artifact_uri": stages.versions[version].artifact_uri,
+                  "production_version": entry.get("from_version") or ""}
     elif action == "rollback":
         record = {**common, "from_version": entry["from_version"], "to_version": version,
                   "artifact_uri": stages.versions[version].artifact_uri}

@@ -33,6 +33,8 @@ from flywheel_orchestrator.topics import CONSUMES, REPLAYS
 log = logging.getLogger("orchestrator")
 STAGE_CHANGE_REQUESTED = "model.stage-change-requested"  # operator promote / rollback
 MONITOR_RETRAIN = "retrain.requested"  # the monitor's breaches and drift: probation rollback
+SHADOW_EVALUATED = "model.shadow-evaluated"  # serving's live paired evidence on a candidate in shadow
+SHADOW_TICK_S = 30.0  # how often candidates in shadow are checked against shadow_max_s
 DEBOUNCE_TICK_S = 0.25
 TRIGGER_ATTEMPTS = 6  # a step failing this often (S3 or the broker away ~30 s) is dead-lettered, not dropped
 
@@ -69,6 +71,11 @@ def register(app: faust.App, settings: OrchestratorSettings, codec: AvroCodec, d
         if supervisor.migrated.is_set():
             await supervisor.tick()
 
+    @app.timer(SHADOW_TICK_S)
+    async def shadow_timeouts() -> None:
+        if promotions is not None and supervisor.migrated.is_set():
+            await promotions.shadow_timeouts(lambda m: settings.manages(m) and supervisor.ownership.owns(m))
+
     @app.agent(raw_topics(app, CONSUMES))
     async def triggers(stream: Any) -> None:
         async for message, event in decoded(stream, codec, dead_letters):
@@ -92,6 +99,10 @@ async def handle(message: Any, event: Any, settings: OrchestratorSettings, super
     if message.topic == STAGE_CHANGE_REQUESTED:
         if promotions is not None:
             await promotions.stage_change(event.record)  # fenced by the stage store; logs its failures
+        return
+    if message.topic == SHADOW_EVALUATED:
+        if promotions is not None:
+            await promotions.shadow_evaluated(event.record)  # fenced and idempotent like the stage changes
         return
     try:
         trigger = events.trigger_of(event.name, message.topic, event.record, now_ms())

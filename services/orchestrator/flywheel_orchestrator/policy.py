@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flywheel_orchestrator.trainingdata import TrainingDataPolicy
+
 
 class Kind(StrEnum):
     """TriggerKind symbols (schemas/flywheel.TriggerKind.avsc) that can start a run."""
@@ -35,9 +37,14 @@ class TriggerPolicy(BaseModel):
     # A newer dataset version stops in-flight runs on older versions of the same model.
     supersede: bool = True
     enabled_triggers: frozenset[Kind] = frozenset(Kind)
+    # Which dataset versions a run trains on: the newest base version + recent feedback (trainingdata.py).
+    training_data: TrainingDataPolicy = TrainingDataPolicy()
 
 
 def resolve_policies(default: TriggerPolicy, overrides: dict[str, dict[str, Any]]) -> dict[str, TriggerPolicy]:
-    """Per-model policies: the default with each model's fields replaced (validated like the default)."""
-    return {model: TriggerPolicy.model_validate({**default.model_dump(), **fields})
+    """Per-model policies: the default with each model's fields replaced (validated like the default); a
+    model's `training_data` replaces only the fields it names."""
+    base = default.model_dump()
+    return {model: TriggerPolicy.model_validate({**base, **fields, "training_data": {
+                **base["training_data"], **(fields.get("training_data") or {})}})
             for model, fields in overrides.items()}

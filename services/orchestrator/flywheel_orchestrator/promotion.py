@@ -4,6 +4,12 @@ The gate compares a registered challenger with the current champion (the product
 same held-out rows, scored in the challenger's own training run (services/training/compare.py): it
 promotes only when held-out accuracy is higher by at least the margin AND the exact one-sided McNemar
 p-value is below alpha. See docs/decisions/0008-model-lifecycle.md.
+
+With shadow evaluation on (`shadow_min_pairs` > 0), a challenger that passes that offline gate becomes a
+candidate in shadow instead: serving scores live traffic with it beside production and reports paired
+correctness on labelled feedback; `shadow_verdict` promotes it when it beats production on at least
+`shadow_min_pairs` live pairs by the margin with the McNemar p-value below alpha, and rejects it when it does
+not, or when `shadow_max_s` passes first. See docs/decisions/0013-shadow-evaluation.md.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.lifecycle import ModelStages
+from flywheel.mcnemar import mcnemar_exact_p
 from flywheel_orchestrator.policy import Kind
 
 FIRST, GATE, OPERATOR, PROBATION = "first", "gate", "operator", "probation"
+SHADOW = "shadow"  # promoted on live shadow evidence
 EPSILON = 1e-12  # a delta computed as a ratio of counts must not miss the margin by a rounding error
 
 
@@ -24,6 +32,12 @@ class GatePolicy:
     margin: float = 0.01
     alpha: float = 0.05
     probation_s: float = 1800.0
+    shadow_min_pairs: int = 0  # 0: no shadow, a version that passes the gate is promoted at once
+    shadow_max_s: float = 86_400.0  # a candidate without enough live pairs by then is rejected
+
+    @property
+    def shadow(self) -> bool:
+        return self.shadow_min_pairs > 0
 
 
 @dataclass(frozen=True)
@@ -117,3 +131,46 @@ def _number(text: str | None) -> float | None:
         return float(text) if text not in (None, "") else None
     except ValueError:
         return None
+
+
+def shadow_evidence(counts: Mapping[str, float], policy: GatePolicy) -> dict[str, float]:
+    """Live paired numbers of a shadowed candidate: accuracies, delta, McNemar b, c and p-value."""
+    n, b, c = (int(counts.get(k, 0)) for k in ("n", "b", "c"))
+    evidence = {"live_n": float(n), "live_b": float(b), "live_c": float(c),
+                "live_p_value": mcnemar_exact_p(b, c), "margin": policy.margin, "alpha": policy.alpha,
+                "shadow_min_pairs": float(policy.shadow_min_pairs)}
+    if n:
+        evidence |= {"live_production_accuracy": counts.get("production_correct", 0) / n,
+                     "live_candidate_accuracy": counts.get("shadow_correct", 0) / n, "live_delta": (c - b) / n}
+    return evidence
+
+
+def shadow_verdict(stages: ModelStages, version: str, now_ms: int, policy: GatePolicy) -> Verdict | None:
+    """The decision on a candidate in shadow, or None while it keeps collecting live pairs."""
+    record = stages.versions.get(version)
+    if record is None or record.stage != "candidate" or not record.shadow:
+        return None
+    shadow, champion = record.shadow, stages.production
+    evidence = shadow_evidence(shadow, policy)
+    age_s = (now_ms - int(shadow.get("started_at", now_ms))) / 1000
+    evidence["seconds_in_shadow"] = age_s
+    if champion != shadow.get("against"):
+        return Verdict(version, False, f"shadowed against {shadow.get('against')}, but production is now "
+                       f"{champion or 'none'}: promote it by hand if still wanted", champion, evidence)
+    n = int(evidence["live_n"])
+    if n < policy.shadow_min_pairs:
+        if age_s > policy.shadow_max_s:
+            return Verdict(version, False, f"only {n} live pairs of the {policy.shadow_min_pairs} needed within "
+                           f"{policy.shadow_max_s:g}s in shadow", champion, evidence)
+        return None
+    delta, p_value = evidence["live_delta"], evidence["live_p_value"]
+    shortfalls = []
+    if delta + EPSILON < policy.margin:
+        shortfalls.append(f"live accuracy delta {delta:+.4f} is below the margin {policy.margin:.4f}")
+    if p_value >= policy.alpha:
+        shortfalls.append(f"live McNemar p-value {p_value:.4g} is not below alpha {policy.alpha:g} "
+                          f"(b={evidence['live_b']:.0f}, c={evidence['live_c']:.0f})")
+    if shortfalls:
+        return Verdict(version, False, f"not better than production {champion} on {n} live pairs: "
+                       + "; ".join(shortfalls), champion, evidence)
+    return Verdict(version, True, SHADOW, champion, evidence)

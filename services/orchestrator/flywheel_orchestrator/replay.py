@@ -43,7 +43,8 @@ def fold(orch: Orchestration, items: Iterable[tuple[str, str, dict[str, Any]]],
             orch.record_dataset(events.dataset_ref(record))
             latest_event[model_id] = (topic_name, name, record)
         elif short == "TrainingRunStarted":
-            spec = specs[record["run_id"]] = events.spec_of_started(record)
+            manifests = {v: d.manifest_uri for v, d in orch.state(model_id).datasets.items()}
+            spec = specs[record["run_id"]] = events.spec_of_started(record, manifests)
             orch.record_started(spec, to_millis(record["envelope"]["occurred_at"]))
             if spec.run_id in orch.state(model_id).in_flight:
                 out.in_flight[spec.run_id] = (spec, record["envelope"])

@@ -81,8 +81,9 @@ class Lease:
     """A model this worker owns: its snapshot and the ETag of the document version this worker wrote last."""
 
     snapshot: Snapshot
-    etag: str
+    etag: str | None  # None: no document yet (the first write creates it)
     written: dict[str, Any]
+    taken: bool = True  # False: loaded for a trigger; the new epoch goes out with the first change (_save)
 
 
 def default_worker_id() -> str:
@@ -112,9 +113,13 @@ class Supervisor:
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
-    async def acquire(self, model_id: str) -> Lease | None:
+    async def acquire(self, model_id: str, take: bool = True) -> Lease | None:
         """The model's lease, taking the model (load its state, write epoch + 1) on first touch; None when
-        this worker does not own the model's partition or is stopping."""
+        this worker does not own the model's partition or is stopping.
+
+        `take=False` (a trigger): load only; epoch + 1 is written by the step's own state write, conditional on
+        the ETag read, so a decision costs one round trip less and a step that changes nothing writes nothing.
+        The fence is the same: nothing is sent and no workflow starts before a conditional state write succeeded."""
         if self.stopping or not self.ownership.owns(model_id):
             return None
         lease = self.leases.get(model_id)
@@ -124,6 +129,11 @@ class Supervisor:
         snapshot = Snapshot.from_dict(doc) if doc else Snapshot(model_id)
         previous = (snapshot.owner, snapshot.epoch)
         snapshot.epoch, snapshot.owner = snapshot.epoch + 1, self.worker_id
+        if not take:
+            self.orchestration.models[model_id] = snapshot.state
+            lease = self.leases[model_id] = Lease(snapshot, etag, doc or {}, taken=False)
+            OWNED_MODELS.set(len(self.leases))
+            return lease
         body = snapshot.to_dict(now_ms())
         new_etag = await self._io(self.store.save, model_id, body, etag)
         STATE_WRITES.labels("took" if new_etag else "fenced").inc()
@@ -201,7 +211,7 @@ class Supervisor:
 
     # --- steps --------------------------------------------------------------------------------------------
     async def with_model(self, model_id: str, step: Callable[[Lease], Awaitable[None]], *,
-                         retake: bool = True) -> bool:
+                         retake: bool = True, take: bool = True) -> bool:
         """Run `step` under the model's lock with its lease; False when this worker does not own the model.
         A worker fenced out lets the model go and (with `retake`, for a new trigger on a partition it still
         owns) takes it again from the state the other wrote; any other error reloads the model."""
@@ -210,7 +220,7 @@ class Supervisor:
                 try:
                     if not retake and model_id not in self.leases:
                         return False  # let go (or to be reloaded): not this step's to take back
-                    lease = await self.acquire(model_id)
+                    lease = await self.acquire(model_id, take)
                     if lease is None:
                         return False
                     await step(lease)
@@ -239,7 +249,7 @@ class Supervisor:
         caller retries the same record; the model's state is reloaded from S3 first)."""
         async def step(lease: Lease) -> None:
             await self._decide(lease, lambda: self.orchestration.on_trigger(trigger, now_ms()))
-        return await self.with_model(trigger.model_id, step)
+        return await self.with_model(trigger.model_id, step, take=False)
 
     async def tick(self) -> None:
         """Debounced versions whose window passed; outboxes left half-done; models to reload."""
@@ -298,7 +308,8 @@ class Supervisor:
                 record = events.fixed_id(events.run_superseded(stale, decision.by, causation),
                                          stale.run_id, "superseded")
                 snap.outbox += [{"kind": "event", "topic": "training.run-superseded", "record": record},
-                                {"kind": "stop", "job_name": stale.job_name, "run_id": stale.run_id}]
+                                {"kind": "stop", "job_name": stale.job_name, "run_id": stale.run_id,
+                                 "cause": f"superseded by run {decision.by.run_id}"}]
                 handle = self.handles.get(stale.run_id)
                 if handle is not None:
                     handle.superseded = True
@@ -310,33 +321,45 @@ class Supervisor:
 
     async def _record_launch(self, lease: Lease, decision: Launch) -> None:
         snap, spec = lease.snapshot, decision.spec
-        if self.promotions is not None:  # the champion this run is compared with, recorded in its lineage
-            spec = dataclasses.replace(spec, lineage={**spec.lineage, **await self.promotions.champion(spec.model_id)})
+        claiming = self._io(self.store.claim_run, spec, self.worker_id, snap.epoch, now_ms())
+        if self.promotions is not None:  # the champion this run is compared with, read while the id is claimed
+            champion, claim = await asyncio.gather(self.promotions.champion(spec.model_id), claiming)
+            spec = dataclasses.replace(spec, lineage={**spec.lineage, **champion})
             snap.state.in_flight[spec.run_id] = spec
-        claim = await self._io(self.store.claim_run, spec, self.worker_id, snap.epoch, now_ms())
+        else:
+            claim = await claiming
         if claim.get("trigger_event_id") != spec.trigger_event_id:
             raise RunNameTaken(spec)
         causation = decision.trigger.causation if decision.trigger else {}
         record = events.fixed_id(events.run_started(spec, causation, self.launcher.name,
                                                     self.run_hyperparameters(spec),
-                                                    job_links(self.launcher, spec.job_name)), spec.run_id, "started")
+                                                    self.job(spec)), spec.run_id, "started")
         snap.started[spec.run_id] = record["envelope"]
         snap.outbox.append({"kind": "event", "topic": "training.run-started", "record": record})
 
-    async def _save(self, lease: Lease) -> None:
+    async def _save(self, lease: Lease, force: bool = False) -> None:
+        """Write the model's document if it changed (or `force`), conditional on the ETag last read or written."""
         snap = lease.snapshot
         body = snap.to_dict(now_ms())
-        if same_content(body, lease.written):
+        if not force and (same_content(body, lease.written) or (not lease.taken and same_content(
+                {**body, "epoch": 0, "owner": ""}, {**lease.written, "epoch": 0, "owner": ""}))):
             return
         etag = await self._io(self.store.save, snap.model_id, body, lease.etag)
-        STATE_WRITES.labels("written" if etag else "fenced").inc()
+        STATE_WRITES.labels(("written" if lease.taken else "took") if etag else "fenced").inc()
         if etag is None:
             raise Fenced(f"{snap.model_id}: epoch {snap.epoch} was replaced by another worker")
-        lease.etag, lease.written = etag, body
+        if not lease.taken:
+            log.info("took model %s at epoch %d", snap.model_id, snap.epoch, extra={
+                "model_id": snap.model_id, "epoch": snap.epoch, "previous_owner": lease.written.get("owner", ""),
+                "previous_epoch": lease.written.get("epoch", 0), "in_flight": sorted(snap.state.in_flight),
+                "outbox": len(snap.outbox)})
+        lease.etag, lease.written, lease.taken = etag, body, True
 
     async def _flush(self, lease: Lease) -> None:
         """Carry out the outbox in order, removing each entry once done; then start workflows of started runs."""
         snap = lease.snapshot
+        if not lease.taken and (snap.outbox or any(r not in self.handles for r in snap.state.in_flight)):
+            await self._save(lease, force=True)  # effects and workflows only under a written epoch
         while snap.outbox:
             await self._effect(snap.outbox[0])
             snap.outbox.pop(0)
@@ -359,6 +382,13 @@ class Supervisor:
                 await self._io(self.launcher.stop, entry["job_name"])
             except Exception:
                 log.exception("could not stop job %s", entry["job_name"], extra={"run_id": entry.get("run_id")})
+            abort = getattr(self.executor, "abort", None)  # the run's workflow execution (Flyte remote)
+            if callable(abort) and entry.get("run_id"):
+                try:
+                    await self._io(abort, entry["run_id"], entry.get("cause") or "superseded")
+                except Exception:
+                    log.exception("could not abort the workflow of run %s", entry["run_id"],
+                                  extra={"run_id": entry["run_id"]})
         elif kind == "promote" and self.promotions is not None:  # logs its own failures, never raises
             await self.promotions.registered(spec_from_dict(entry["spec"]), entry["registration"],
                                              entry["causation"], entry["cause"])
@@ -367,6 +397,11 @@ class Supervisor:
             await self.promotions.catch_up({spec.model_id: (spec, entry["succeeded"])})
 
     # --- workflows ----------------------------------------------------------------------------------------
+    def job(self, spec: RunSpec, job: dict[str, str] | None = None) -> dict[str, str]:
+        """What the run events link to: the launcher's job (SageMaker ARN, logs) and the workflow's execution."""
+        links = getattr(self.executor, "links", None)
+        return {**job_links(self.launcher, spec.job_name), **(job or {}), **(links(spec) if callable(links) else {})}
+
     def run_hyperparameters(self, spec: RunSpec) -> dict[str, str]:
         """The configured hyperparameters plus a seed derived from the run id (unless one is configured)."""
         return {"seed": str(ids.seed(spec.run_id)), **self.hyperparameters}
@@ -423,7 +458,7 @@ class Supervisor:
             registration = payload
             succeeded = events.fixed_id(events.run_succeeded(spec, started, registration["artifact_uri"],
                                                              registration["metrics"], duration,
-                                                             registration.get("job")),
+                                                             self.job(spec, registration.get("job"))),
                                         spec.run_id, "succeeded")
             record_run_cost(succeeded)
             registered = events.fixed_id(events.version_registered(spec, started, registration),
@@ -436,8 +471,8 @@ class Supervisor:
                      "metrics": registration["metrics"], "baseline_metrics": registration.get("baseline_metrics"),
                      "duration_s": round(duration, 1), "artifact_uri": registration["artifact_uri"]})
         else:
-            record = events.fixed_id(events.run_failed(spec, started, payload, duration,
-                                                       job_links(self.launcher, spec.job_name)), spec.run_id, "failed")
+            record = events.fixed_id(events.run_failed(spec, started, payload, duration, self.job(spec)),
+                                     spec.run_id, "failed")
             outbox = [{"kind": "event", "topic": "training.run-failed", "record": record}]
             log.warning("run %s failed: %s", spec.run_id, payload, extra={"run_id": spec.run_id,
                         "model_id": spec.model_id, "reason": payload})
@@ -455,6 +490,7 @@ class Supervisor:
             spec = decision.spec
             log.info("launch %s", spec.run_id, extra={"decision": "launch", "run_id": spec.run_id,
                      "model_id": spec.model_id, "dataset_version_id": spec.dataset_version_id,
+                     "training_dataset_version_ids": spec.training_version_ids,
                      "trigger": spec.kind.value, "trigger_event_id": spec.trigger_event_id,
                      "correlation_id": spec.correlation_id,
                      "policy": self.orchestration.policy(spec.model_id).model_dump_json()})

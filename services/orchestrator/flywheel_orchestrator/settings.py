@@ -69,16 +69,27 @@ class OrchestratorSettings(FlywheelSettings):
     promotion_alpha: float = Field(0.05, gt=0, le=1)
     # A breach or drift of the production version within this many seconds of its promotion rolls it back.
     probation_s: float = Field(1800.0, ge=0)
+    # Shadow evaluation (docs/decisions/0013-shadow-evaluation.md): > 0, a version that passes the gate becomes
+    # a candidate serving shadows beside production, promoted once it beats production on at least this many
+    # labelled live pairs (same margin and alpha), rejected when it does not or after shadow_max_s. 0: off.
+    shadow_min_pairs: int = Field(0, ge=0)
+    shadow_max_s: float = Field(86_400.0, gt=0)
+    # engine=flyte-remote (executors.py, docs/decisions/0014): flyteadmin's gRPC host:port, plain gRPC when
+    # insecure (an in-cluster flyte-binary), the registered version to run (the image tag; flyteregistry.py;
+    # empty: the active launch plan, i.e. the version registered last).
     flyte_endpoint: str = ""
+    flyte_insecure: bool = False
     flyte_project: str = "flywheel"
     flyte_domain: str = "production"
     flyte_version: str = ""
+    flyte_service_account: str = ""  # the task pods' service account (IRSA); "": the namespace default
+    flyte_poll_s: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _policies_valid(self) -> OrchestratorSettings:
         resolve_policies(self.policy, self.model_policies)  # raises naming the model's bad field
-        if self.engine is ExecutorKind.FLYTE_REMOTE and not (self.flyte_endpoint and self.flyte_version):
-            raise ValueError("engine=flyte-remote needs flyte_endpoint and flyte_version")
+        if self.engine is ExecutorKind.FLYTE_REMOTE and not self.flyte_endpoint:
+            raise ValueError("engine=flyte-remote needs flyte_endpoint (FLYWHEEL_FLYTE_ENDPOINT)")
         if self.launcher is LauncherKind.SAGEMAKER:
             self._sagemaker_complete()
         return self
@@ -104,7 +115,8 @@ class OrchestratorSettings(FlywheelSettings):
             raise ValueError("FLYWHEEL_SAGEMAKER_MAX_WAIT_S must be >= FLYWHEEL_SAGEMAKER_MAX_RUNTIME_S with spot")
 
     def gate(self) -> GatePolicy:
-        return GatePolicy(self.promotion_margin, self.promotion_alpha, self.probation_s)
+        return GatePolicy(self.promotion_margin, self.promotion_alpha, self.probation_s, self.shadow_min_pairs,
+                          self.shadow_max_s)
 
     def policies(self) -> dict[str, TriggerPolicy]:
         return resolve_policies(self.policy, self.model_policies)

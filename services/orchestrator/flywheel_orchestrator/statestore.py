@@ -10,7 +10,9 @@ One JSON document per model, `s3://<artifact bucket>/orchestrator/models/<model_
 Every write is conditional on the ETag this worker last read or wrote (`IfMatch`; `IfNoneMatch: *` for a
 model's first document), so a worker whose epoch another worker replaced can write nothing more: its write
 fails with 412 and it lets the model go. `runs/<run_id>.json` is created once (`IfNoneMatch: *`) before a
-run's first effect: a run id, and so a training job name, is never used by two decisions.
+run's first effect: a run id, and so a training job name, is never used by two decisions. Each write keeps
+the document bounded: the ids of the last KEEP_FINISHED finished runs, never what a decision still reads
+(`prune`).
 Blocking boto3 calls: use from a worker thread.
 """
 
@@ -23,14 +25,16 @@ from typing import Any
 
 from flywheel.events import to_millis
 from flywheel.s3conditional import get_json_etag, put_json_if
-from flywheel_orchestrator.core import ModelState
+from flywheel_orchestrator.core import ModelState, OrderedIds
 from flywheel_orchestrator.domain import DatasetRef, RunSpec, Trigger
 from flywheel_orchestrator.policy import Kind
+from flywheel_orchestrator.trainingdata import is_feedback
 
 FORMAT = 1
 PREFIX = "orchestrator/"
 MODELS = PREFIX + "models/"
 MIGRATED_KEY = PREFIX + "migrated.json"  # the one-time fold of the event log into state documents is done
+KEEP_FINISHED = 256  # per model: finished runs (ids, triggers, trained versions) kept in the document (prune)
 
 
 def state_key(model_id: str) -> str:
@@ -56,14 +60,15 @@ def plain(value: Any) -> Any:
 
 def dataset_to_dict(ref: DatasetRef) -> dict[str, Any]:
     return {"model_id": ref.model_id, "dataset_version_id": ref.dataset_version_id, "manifest_uri": ref.manifest_uri,
-            "row_count": ref.row_count, "objects": [list(o) for o in ref.objects], "landed_at_ms": ref.landed_at_ms}
+            "row_count": ref.row_count, "objects": [list(o) for o in ref.objects], "landed_at_ms": ref.landed_at_ms,
+            "prefix": ref.prefix}
 
 
 def dataset_from_dict(doc: dict[str, Any]) -> DatasetRef:
     return DatasetRef(model_id=doc["model_id"], dataset_version_id=doc["dataset_version_id"],
                       manifest_uri=doc["manifest_uri"], row_count=int(doc["row_count"]),
                       objects=tuple((k, e, int(r)) for k, e, r in doc.get("objects") or ()),
-                      landed_at_ms=doc.get("landed_at_ms"))
+                      landed_at_ms=doc.get("landed_at_ms"), prefix=str(doc.get("prefix") or ""))
 
 
 def trigger_to_dict(trigger: Trigger) -> dict[str, Any]:
@@ -84,52 +89,95 @@ def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
     return {"run_id": spec.run_id, "model_id": spec.model_id, "dataset_version_id": spec.dataset_version_id,
             "kind": spec.kind.value, "manifest_uri": spec.manifest_uri, "trigger_event_id": spec.trigger_event_id,
             "correlation_id": spec.correlation_id, "data_landed_at_ms": spec.data_landed_at_ms,
-            "lineage": dict(spec.lineage)}
+            "lineage": dict(spec.lineage), "training_data": [list(pair) for pair in spec.training_data]}
 
 
 def spec_from_dict(doc: dict[str, Any]) -> RunSpec:
     return RunSpec(run_id=doc["run_id"], model_id=doc["model_id"], dataset_version_id=doc["dataset_version_id"],
                    kind=Kind(doc["kind"]), manifest_uri=doc["manifest_uri"], trigger_event_id=doc["trigger_event_id"],
                    correlation_id=doc["correlation_id"], data_landed_at_ms=doc.get("data_landed_at_ms"),
-                   lineage=dict(doc.get("lineage") or {}))
+                   lineage=dict(doc.get("lineage") or {}),
+                   training_data=tuple((v, uri) for v, uri in doc.get("training_data") or ()))
 
 
-def state_to_dict(st: ModelState) -> dict[str, Any]:
-    """Only the datasets a later decision can need: the latest and those of runs and held triggers."""
+def live_versions(st: ModelState) -> set[str]:
+    """The dataset versions a later decision can need: the latest, the next run's set, those of runs and held
+    triggers."""
     needed = {r.dataset_version_id for r in st.in_flight.values()}
     needed |= {t.dataset.dataset_version_id for t in (st.pending, st.queued) if t is not None and t.dataset}
     if st.latest is not None:
         needed.add(st.latest.dataset_version_id)
+    needed |= {d.dataset_version_id for d in ([st.base] if st.base else []) + st.feedback}  # the next run's set
+    return needed
+
+
+def prune(st: ModelState, keep: int | None = None) -> None:
+    """Forget (in place) the oldest finished runs beyond `keep` per model (KEEP_FINISHED): their run ids, their
+    trigger ids, their trained dataset versions and those versions' attempt counters.
+
+    Never pruned: runs in flight and their triggers; cooldowns (last launch per kind); the attempt counters
+    and trained mark of every live version (the latest, the next run's set, held triggers', runs'), so a
+    retrain, which always runs on the latest version, numbers its attempt from the full count. A version
+    whose counter was pruned can only come back through a DatasetVersionReady older than the last `keep`
+    runs; its run id is then checked against the run claims (`runs/<run_id>.json`, runs.py): a claimed name
+    is skipped, never reused (docs/decisions/0009-orchestrator-scale-out.md, "State size")."""
+    keep = KEEP_FINISHED if keep is None else keep
+    live = live_versions(st)
+    _keep_newest(st.ended, keep, set())  # read by the event-log migration only
+    _keep_newest(st.seen_triggers, keep, {r.trigger_event_id for r in st.in_flight.values()})
+    _keep_newest(st.trained_versions, keep, live)
+    kept = set(st.trained_versions) | live
+    for key in [key for key in st.attempts if key[0] not in kept]:
+        del st.attempts[key]
+
+
+def _keep_newest(ids: OrderedIds, keep: int, protect: set[str]) -> None:
+    for item in [i for i in ids if i not in protect][: max(0, len(ids) - keep)]:
+        del ids[item]
+
+
+def state_to_dict(st: ModelState) -> dict[str, Any]:
+    """Only the datasets a later decision can need (live_versions); id sets oldest first (prune)."""
+    needed = live_versions(st)
     return {
         "latest": dataset_to_dict(st.latest) if st.latest else None,
         "datasets": {v: dataset_to_dict(d) for v, d in st.datasets.items() if v in needed},
+        "base": st.base.dataset_version_id if st.base else None,
+        "feedback": [d.dataset_version_id for d in st.feedback],
         "trained_objects": sorted([k, e] for k, e in st.trained_objects),
-        "trained_versions": sorted(st.trained_versions),
+        "trained_versions": list(st.trained_versions),
         "in_flight": {run_id: spec_to_dict(spec) for run_id, spec in st.in_flight.items()},
-        "ended": sorted(st.ended),
+        "ended": list(st.ended),
         "pending": trigger_to_dict(st.pending) if st.pending else None,
         "pending_due_ms": st.pending_due_ms,
         "queued": trigger_to_dict(st.queued) if st.queued else None,
         "last_launch_ms": {k.value: v for k, v in st.last_launch_ms.items()},
-        "attempts": sorted([v, k.value, n] for (v, k), n in st.attempts.items()),
-        "seen_triggers": sorted(st.seen_triggers),
+        "attempts": [[v, k.value, n] for (v, k), n in st.attempts.items()],
+        "seen_triggers": list(st.seen_triggers),
     }
 
 
 def state_from_dict(doc: dict[str, Any]) -> ModelState:
+    latest = dataset_from_dict(doc["latest"]) if doc.get("latest") else None
+    datasets = {v: dataset_from_dict(d) for v, d in (doc.get("datasets") or {}).items()}
+    base = datasets.get(doc["base"]) if doc.get("base") else None
+    if "base" not in doc and latest is not None and not is_feedback(latest):  # a document from before 0012
+        base = latest
     return ModelState(
-        latest=dataset_from_dict(doc["latest"]) if doc.get("latest") else None,
-        datasets={v: dataset_from_dict(d) for v, d in (doc.get("datasets") or {}).items()},
+        latest=latest,
+        datasets=datasets,
+        base=base,
+        feedback=[datasets[v] for v in doc.get("feedback") or () if v in datasets],
         trained_objects=frozenset((k, e) for k, e in doc.get("trained_objects") or ()),
-        trained_versions=set(doc.get("trained_versions") or ()),
+        trained_versions=OrderedIds.fromkeys(doc.get("trained_versions") or ()),
         in_flight={run_id: spec_from_dict(s) for run_id, s in (doc.get("in_flight") or {}).items()},
-        ended=set(doc.get("ended") or ()),
+        ended=OrderedIds.fromkeys(doc.get("ended") or ()),
         pending=trigger_from_dict(doc["pending"]) if doc.get("pending") else None,
         pending_due_ms=int(doc.get("pending_due_ms") or 0),
         queued=trigger_from_dict(doc["queued"]) if doc.get("queued") else None,
         last_launch_ms={Kind(k): int(v) for k, v in (doc.get("last_launch_ms") or {}).items()},
         attempts=Counter({(v, Kind(k)): int(n) for v, k, n in doc.get("attempts") or ()}),
-        seen_triggers=set(doc.get("seen_triggers") or ()),
+        seen_triggers=OrderedIds.fromkeys(doc.get("seen_triggers") or ()),
     )
 
 
@@ -145,6 +193,7 @@ class Snapshot:
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self, now_ms: int = 0) -> dict[str, Any]:
+        prune(self.state)
         live = set(self.state.in_flight)
         return {"format": FORMAT, "model_id": self.model_id, "epoch": self.epoch, "owner": self.owner,
                 "updated_at": now_ms, "state": state_to_dict(self.state),

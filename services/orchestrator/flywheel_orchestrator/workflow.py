@@ -1,5 +1,8 @@
 """The training workflow (flytekit): prepare -> train -> evaluate -> register.
 
+prepare composes the run's training set from the manifests of every dataset version the run trains on (the
+orchestrator's training-data policy: the newest base version + recent feedback; trainingset.py).
+
 Runs in-process on the embedded default (flytekit local execution, in a worker thread) and, unchanged,
 as a launch plan on a Flyte cluster (`pyflyte package`/`register` this module).
 """
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from flytekit import task, workflow
 
 from flywheel.s3json import put_json, read_json_uri, split_uri
+from flywheel_orchestrator import trainingset
 from flywheel_orchestrator.adapters import task_context_from_env
 from flywheel_orchestrator.launchers.base import Interrupted, JobRequest, JobState, TrainingFailed, wait
 from flywheel_orchestrator.taskcontext import TaskContext, active
@@ -25,7 +29,7 @@ def context() -> TaskContext:
 
 @dataclass
 class Channel:
-    """The exact objects of a dataset version (pinned by ETag and S3 version) and how to read them."""
+    """The exact objects of the run's dataset versions (pinned by ETag and S3 version) and how to read them."""
 
     bucket: str
     prefix: str
@@ -34,6 +38,7 @@ class Channel:
     etags: list[str] = field(default_factory=list)
     version_ids: list[str] = field(default_factory=list)  # "" where the bucket is not versioned
     reader: str = ""  # the manifest's dataset reader rules (JSON); "": the defaults
+    manifest_uri: str = ""  # the run's training manifest (trainingset.py): every version and object it reads
 
     def training_hyperparameters(self) -> dict[str, str]:
         """What the entry point needs to read the channel as ingest validated it."""
@@ -65,20 +70,21 @@ class Registration:
 
 
 @task
-def prepare(manifest_uri: str) -> Channel:
-    """Resolve the manifest ingest wrote: the exact objects of the dataset version, pinned by ETag (and S3
-    version), their row count and the reader rules they were validated with."""
-    manifest = read_json_uri(context().s3, manifest_uri)
-    objects = [o for o in manifest["objects"] if int(o.get("rows") or 0) > 0 or "rows" not in o]
-    if not objects:
-        raise TrainingFailed(f"manifest {manifest_uri} lists no data objects")
-    rows = (sum(int(o["rows"]) for o in objects) if all("rows" in o for o in objects)
-            else int(manifest.get("row_count", -1)))
-    reader = manifest.get("reader")
-    return Channel(manifest["bucket"], manifest["prefix"], [o["key"] for o in objects], rows,
-                   etags=[str(o.get("etag") or "") for o in objects],
+def prepare(run_id: str, model_id: str, manifest_uris: list[str]) -> Channel:
+    """Resolve the manifests ingest wrote for the run's dataset versions into one training manifest under the
+    run's prefix (written once): the exact objects, pinned by ETag (and S3 version), their row count and the
+    reader rules they were validated with."""
+    ctx = context()
+    manifests = [(uri, read_json_uri(ctx.s3, uri)) for uri in manifest_uris]
+    key = trainingset.manifest_key(model_id, run_id)
+    composed = trainingset.write_once(ctx.s3, ctx.artifact_bucket, key,
+                                      trainingset.compose(run_id, model_id, manifests))
+    objects, reader = composed["objects"], composed.get("reader")
+    return Channel(composed["bucket"], composed["versions"][0]["prefix"], [o["key"] for o in objects],
+                   int(composed["row_count"]), etags=[str(o.get("etag") or "") for o in objects],
                    version_ids=[str(o.get("version_id") or "") for o in objects],
-                   reader=json.dumps(reader, sort_keys=True) if reader else "")
+                   reader=json.dumps(reader, sort_keys=True) if reader else "",
+                   manifest_uri=f"s3://{ctx.artifact_bucket}/{key}")
 
 
 @task
@@ -128,9 +134,9 @@ def register(run_id: str, model_id: str, registration: Registration) -> Registra
 
 
 @workflow
-def training_workflow(run_id: str, model_id: str, manifest_uri: str, hyperparameters: dict[str, str],
+def training_workflow(run_id: str, model_id: str, manifest_uris: list[str], hyperparameters: dict[str, str],
                       tags: dict[str, str], champion_uri: str = "") -> Registration:
-    channel = prepare(manifest_uri=manifest_uri)
+    channel = prepare(run_id=run_id, model_id=model_id, manifest_uris=manifest_uris)
     output = train(run_id=run_id, model_id=model_id, channel=channel, hyperparameters=hyperparameters, tags=tags,
                    champion_uri=champion_uri)
     evaluated = evaluate(run_id=run_id, model_id=model_id, output=output)

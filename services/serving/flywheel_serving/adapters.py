@@ -22,7 +22,13 @@ from flywheel.topicreader import group_id
 from flywheel_serving.core import Target
 from flywheel_serving.events import target_of
 from flywheel_serving.inputs import FeaturePredictor, load_reference
-from flywheel_serving.topics import DEAD_LETTER_TOPIC, REGISTERED_TOPIC, SERVICE
+from flywheel_serving.topics import (
+    DEAD_LETTER_TOPIC,
+    REGISTERED_TOPIC,
+    REJECTED_TOPIC,
+    SERVICE,
+    SHADOWED_TOPIC,
+)
 
 log = logging.getLogger(__name__)
 REQUIRED_FILES = ("config.json", "labels.json")
@@ -40,6 +46,11 @@ class LifecycleStages:
     def production(self, model_id: str) -> Target | None:
         stages = self.store.read(model_id)
         record = stages.production_record() if stages is not None else None
+        return Target(model_id, record.version, record.artifact_uri) if record is not None else None
+
+    def shadow(self, model_id: str) -> Target | None:
+        stages = self.store.read(model_id)
+        record = stages.shadow_record() if stages is not None else None
         return Target(model_id, record.version, record.artifact_uri) if record is not None else None
 
 
@@ -133,9 +144,12 @@ class EventFollower:
 
     def __init__(self, settings: FlywheelSettings, codec: AvroCodec, topics: tuple[str, ...],
                  on_target: Callable[[Target], None], on_registered: Callable[[Target], None], publisher: Any,
-                 on_dead_letter: Callable[[], None]) -> None:
+                 on_dead_letter: Callable[[], None], on_shadowed: Callable[[Target], None] | None = None,
+                 on_rejected: Callable[[Target], None] | None = None) -> None:
         self.settings, self.codec, self.topics = settings, codec, topics
         self.on_target, self.on_registered = on_target, on_registered
+        self.on_shadowed = on_shadowed or (lambda target: None)
+        self.on_rejected = on_rejected or (lambda target: None)
         self.publisher, self.on_dead_letter = publisher, on_dead_letter
         self.started, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-follower", daemon=True)
@@ -179,6 +193,10 @@ class EventFollower:
             return
         if message.topic() == REGISTERED_TOPIC:
             self.on_registered(target)
+        elif message.topic() == SHADOWED_TOPIC:
+            self.on_shadowed(target)
+        elif message.topic() == REJECTED_TOPIC:
+            self.on_rejected(target)
         else:
             self.on_target(target)
 

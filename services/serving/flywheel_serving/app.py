@@ -32,6 +32,7 @@ from flywheel_serving.metrics import ServingMetrics
 from flywheel_serving.models import ModelManager
 from flywheel_serving.ports import ArtifactStore, ModelLoader, Publisher, StageReader
 from flywheel_serving.settings import ServingSettings
+from flywheel_serving.shadow import ShadowEmitter, ShadowWindows
 from flywheel_serving.topics import CONSUMES, REGISTERED_TOPIC
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,17 @@ def create_app(settings: ServingSettings, parts: Parts | None = None) -> FastAPI
     metrics = ServingMetrics()
     manager = ModelManager(parts.stages, parts.artifacts, parts.loader, parts.publisher, metrics,
                            max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
-                           models=settings.models)
+                           models=settings.models, shadow_fraction=settings.shadow_fraction,
+                           shadow_max_pending=settings.shadow_max_pending, shadow_capacity=settings.shadow_capacity)
+    shadow = ShadowWindows(settings.metrics_window_s, settings.replica_id or socket.gethostname())
+    shadow_emitter = ShadowEmitter(shadow, parts.publisher, lambda outcome: metrics.shadow_events.labels(outcome).inc())
     live = LiveWindows(settings.metrics_window_s, settings.metrics_min_samples)
     emitter = LiveEmitter(live, parts.publisher, LiveCounters(metrics.registry))
     harvester = build_harvester(settings, parts.feedback, metrics)
     topics = tuple(t for t in CONSUMES if settings.prefetch_registered or t != REGISTERED_TOPIC)
     follower = (EventFollower(settings, build_codec(settings), topics, manager.want_from_thread,
-                              manager.prefetch_from_thread, parts.publisher, metrics.dead_letters.inc)
+                              manager.prefetch_from_thread, parts.publisher, metrics.dead_letters.inc,
+                              manager.shadow_from_thread, manager.rejected_from_thread)
                 if settings.follow_events else None)
 
     @asynccontextmanager
@@ -104,6 +109,7 @@ def create_app(settings: ServingSettings, parts: Parts | None = None) -> FastAPI
                 log.warning("event follower not assigned yet; promotions before it is may be missed until restart")
         await manager.start()
         emitter.start()
+        shadow_emitter.start()
         if harvester is not None:
             harvester.start()
         try:
@@ -112,6 +118,7 @@ def create_app(settings: ServingSettings, parts: Parts | None = None) -> FastAPI
             if follower is not None:
                 await asyncio.to_thread(follower.stop)
             await emitter.stop()
+            await shadow_emitter.stop()
             if harvester is not None:
                 await harvester.stop()
             await manager.stop()
@@ -121,5 +128,5 @@ def create_app(settings: ServingSettings, parts: Parts | None = None) -> FastAPI
     api.state.harvester = harvester
     limits = Limits(settings.max_texts_per_request, settings.max_request_bytes)
     recent = RecentPredictions(settings.feedback_capacity, settings.feedback_text_chars)
-    register(api, Handlers(manager, metrics, limits, recent, live, harvester), metrics)
+    register(api, Handlers(manager, metrics, limits, recent, live, harvester, shadow), metrics)
     return api

@@ -6,13 +6,21 @@ from typing import Any
 
 from flywheel.events import envelope
 from flywheel_serving.core import Target
-from flywheel_serving.topics import PROMOTED_TOPIC, REGISTERED_TOPIC, ROLLED_BACK_TOPIC
+from flywheel_serving.topics import (
+    PROMOTED_TOPIC,
+    REGISTERED_TOPIC,
+    REJECTED_TOPIC,
+    ROLLED_BACK_TOPIC,
+    SHADOWED_TOPIC,
+)
 
 
 def target_of(topic_name: str, record: dict[str, Any]) -> Target:
-    """The version a promotion or a rollback puts in production (or a registration may put there later), with
-    the event's envelope as the cause."""
-    if topic_name in (PROMOTED_TOPIC, REGISTERED_TOPIC):
+    """The version a promotion or a rollback puts in production (or a registration may put there later, a
+    shadowing beside it, a rejection out of the shadow), with the event's envelope as the cause."""
+    if topic_name == REJECTED_TOPIC:  # no artifact: the version only leaves the shadow
+        return Target(record["model_id"], record["model_version"], "", _plain_envelope(record["envelope"]))
+    if topic_name in (PROMOTED_TOPIC, REGISTERED_TOPIC, SHADOWED_TOPIC):
         version = record["model_version"]
     elif topic_name == ROLLED_BACK_TOPIC:
         version = record["to_version"]

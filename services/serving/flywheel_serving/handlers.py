@@ -36,6 +36,7 @@ from flywheel_serving.harvester import Harvester
 from flywheel_serving.live import LiveWindows
 from flywheel_serving.metrics import ServingMetrics
 from flywheel_serving.models import ModelManager
+from flywheel_serving.shadow import ShadowWindows
 
 log = logging.getLogger(__name__)
 SERVER = {"name": "flywheel-serving", "version": "0.1.0", "extensions": []}
@@ -55,10 +56,11 @@ def request_id_of(request: Request) -> str:
 class Handlers:
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, limits: Limits,
                  recent: RecentPredictions, live: LiveWindows | None = None,
-                 harvester: Harvester | None = None) -> None:
+                 harvester: Harvester | None = None, shadow: ShadowWindows | None = None) -> None:
         self.manager, self.metrics, self.limits, self.recent = manager, metrics, limits, recent
         self.live = live  # live metric windows (live.py): features of every answer, joined feedback
         self.harvester = harvester  # the data flywheel (harvester.py): joined feedback -> dataset versions
+        self.shadow = shadow  # shadow evaluation (shadow.py): candidate vs production on the same labelled texts
 
     def _known(self, model: str) -> str:
         return model if model in self.manager.current else "_unknown"  # bounded label cardinality
@@ -102,6 +104,7 @@ class Handlers:
             return self._failed(model, OIP_PROTOCOL, exc, rid, started)
         self._done(model, OIP_PROTOCOL, 200, started)
         self._remember(parsed.request_id or rid, model, answer, parsed.texts)
+        self.manager.shadow_score(model, parsed.request_id or rid, parsed.texts, answer)
         return reply(200, infer_response(model, parsed.request_id or rid, answer, parsed.outputs), rid)
 
     async def feedback(self, request: Request, model: str) -> Response:
@@ -120,12 +123,23 @@ class Handlers:
             self.live.joined(joined, now_ms())
         if self.harvester is not None:
             self.harvester.add(joined, now_ms())
+        self._pair_shadow(model, request_id, joined.version, labels)
         correct = joined.correct
         for outcome, count in (("correct", correct), ("incorrect", len(joined.pairs) - correct)):
             if count:
                 self.metrics.feedback.labels(model, joined.version, outcome).inc(count)
         return reply(200, {"id": request_id, "model_version": joined.version, "count": len(joined.pairs),
                            "correct": correct}, rid)
+
+    def _pair_shadow(self, model: str, request_id: str, version: str, labels: list[str]) -> None:
+        scored = self.manager.shadow_book.take(model, request_id)
+        paired = self.shadow.pair(scored, version, labels, now_ms()) if scored and self.shadow else None
+        if paired is None:
+            return
+        for role, right in (("production", paired.production_correct), ("shadow", paired.candidate_correct)):
+            for outcome, count in (("correct", right), ("incorrect", paired.n - right)):
+                if count:
+                    self.metrics.shadow_feedback.labels(model, role, outcome).inc(count)
 
     async def predict(self, request: Request, protocol: str = "v1") -> Response:
         started, rid, model = time.perf_counter(), request_id_of(request), "_unknown"
@@ -140,6 +154,7 @@ class Handlers:
             return self._failed(model, protocol, exc, rid, started)
         self._done(model, protocol, 200, started)
         self._remember(parsed.request_id or rid, model, answer, parsed.texts)
+        self.manager.shadow_score(model, parsed.request_id or rid, parsed.texts, answer)
         predictions = [{"label": p.label, "probability": round(p.probability, 6)} for p in answer.predictions]
         return reply(200, {"id": parsed.request_id or rid, "model": model, "model_version": answer.model_version,
                            "predictions": predictions}, rid)

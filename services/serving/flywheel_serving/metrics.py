@@ -33,6 +33,18 @@ class ServingMetrics:
         self.feedback_unknown = Counter("flywheel_serving_feedback_unknown_total", "Feedback for request ids "
                                         "never answered here or already forgotten: counted and dropped.",
                                         ["model"], registry=r)
+        # shadow evaluation (shadow.py, docs/decisions/0013-shadow-evaluation.md)
+        self.shadow_version = Gauge("flywheel_serving_shadow_version_info", "1 for the candidate each model "
+                                    "shadows.", ["model", "version"], registry=r)
+        self.shadow_requests = Counter("flywheel_serving_shadow_requests_total", "Answered requests by what the "
+                                       "shadow did: scored, unsampled, busy (too many texts waiting), failed.",
+                                       ["model", "outcome"], registry=r)
+        self.shadow_feedback = Counter("flywheel_serving_shadow_feedback_total", "Labelled texts scored by both "
+                                       "production and the shadow, by role (production / shadow) and outcome.",
+                                       ["model", "role", "outcome"], registry=r)
+        self.shadow_events = Counter("flywheel_serving_shadow_events_total", "model.shadow-evaluated events by "
+                                     "outcome (published, failed: kept and retried, dropped).", ["outcome"],
+                                     registry=r)
         self.dead_letters = Counter("flywheel_serving_dead_letters_total", "Followed events that could not be "
                                     "decoded.", registry=r)
 
@@ -41,6 +53,12 @@ class ServingMetrics:
             self.in_production.remove(model, old)
             self.swaps.labels(model).inc()
         self.in_production.labels(model, new).set(1)
+
+    def shadowing(self, model: str, old: str | None, new: str | None) -> None:
+        if old is not None:
+            self.shadow_version.remove(model, old)
+        if new is not None:
+            self.shadow_version.labels(model, new).set(1)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

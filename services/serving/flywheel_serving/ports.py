@@ -21,6 +21,9 @@ class StageReader(Protocol):
     def production(self, model_id: str) -> Target | None:
         """The production version and its artifact; None when the model has none."""
 
+    # Optional (ModelManager checks for it): the candidate in shadow, None when there is none.
+    # def shadow(self, model_id: str) -> Target | None: ...
+
 
 class ArtifactStore(Protocol):
     def fetch(self, target: Target) -> Path:

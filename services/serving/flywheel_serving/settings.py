@@ -42,6 +42,13 @@ class ServingSettings(FlywheelSettings):
     # labelled (or answered) texts than min_samples carries over into the next one.
     metrics_window_s: float = Field(default=10.0, gt=0, le=3600)
     metrics_min_samples: int = Field(default=20, ge=1)
+    # Shadow evaluation (shadow.py, docs/decisions/0013-shadow-evaluation.md): the candidate of a model scores
+    # this fraction of requests after their response (each costs one more forward of its texts); beyond shadow_max_pending texts waiting for it, a request
+    # is not shadowed. Its answers are kept by request id (shadow_capacity) for the feedback join; the paired
+    # counts go out as model.shadow-evaluated every metrics_window_s.
+    shadow_fraction: float = Field(default=0.25, ge=0, le=1)
+    shadow_max_pending: int = Field(default=64, ge=1)
+    shadow_capacity: int = Field(default=20_000, ge=1)
     # Texts kept with those answers, in characters (the oldest answers are forgotten first beyond it).
     feedback_text_chars: int = Field(default=16_000_000, ge=0)
     # Data flywheel (harvest.py): labelled feedback becomes dataset versions

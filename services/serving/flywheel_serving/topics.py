@@ -12,4 +12,7 @@ ROLLED_BACK_TOPIC = "model.version-rolled-back"
 # Registered versions are prefetched (downloaded, extracted) so that a promotion only has to load them.
 REGISTERED_TOPIC = "model.version-registered"
 LOAD_FAILED_TOPIC = "model.load-failed"
+# Shadow evaluation (shadow.py): a candidate to shadow, and a rejection that ends a shadow.
+SHADOWED_TOPIC = "model.version-shadowed"
+REJECTED_TOPIC = "model.version-rejected"
 DEAD_LETTER_TOPIC = dead_letter_topic(SERVICE).name

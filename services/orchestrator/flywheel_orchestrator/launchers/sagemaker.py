@@ -161,6 +161,9 @@ class SageMakerLauncher:
             "EnableNetworkIsolation": cfg.network_isolation,
             "EnableInterContainerTrafficEncryption": cfg.inter_container_encryption,
             "EnableManagedSpotTraining": cfg.use_spot,
+            # No profiler reports beside the output: the execution role may write only output/model.tar.gz and
+            # output/output.tar.gz under a run (flywheel_dev.iam RUN_OUTPUT_FILES, docs/decisions/0011).
+            "ProfilerConfig": {"DisableProfiler": True},
         }
         if cfg.subnets or cfg.security_group_ids:
             body["VpcConfig"] = {"Subnets": list(cfg.subnets), "SecurityGroupIds": list(cfg.security_group_ids)}
