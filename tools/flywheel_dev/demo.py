@@ -11,8 +11,9 @@ Which data the retrain uses: the orchestrator's training-data policy (docs/decis
 by default the newest base (non-feedback) version plus the feedback versions that arrived after it. The
 challenger here is trained on base v1 + the harvested feedback (live traffic of both product lines, labelled
 by the application), one composed training manifest under the run's prefix. A breach that arrives before the
-feedback version starts a run on what is then known (the base data alone); the feedback version's run
-supersedes it. The timeline says which happened and how many rows each part gave.
+feedback version starts a run on what is then known (the base data alone); it runs to its end and the gate
+judges it, while the feedback version queues behind it (feedback never supersedes). The timeline says
+which happened and how many rows each part gave.
 """
 
 from __future__ import annotations
@@ -329,7 +330,7 @@ class Scenario:
         if runs and runs[0].get("dataset_version_id") == base:
             self.step(f"the breach's retrain {runs[0].get('run_id')} started on the newest version then known, the "
                       f"base data v1; feedback version {fid} ({feedback.get('row_count')} labelled live texts) "
-                      "supersedes it")
+                      "queues behind it (feedback never supersedes a run)")
         elif runs:
             self.step(f"the breach's retrain {runs[0].get('run_id')} runs on feedback version {fid}")
         else:
