@@ -21,6 +21,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from flywheel.events import now_ms
+from flywheel_serving.background import BackgroundLoop
 from flywheel_serving.core import Joined
 from flywheel_serving.harvest import Batch, Harvest
 from flywheel_serving.harvest_store import FeedbackStore, KeyTaken
@@ -47,7 +48,7 @@ class HarvestCounters:
                              registry=registry)
 
 
-class Harvester:
+class Harvester(BackgroundLoop):
     def __init__(self, harvest: Harvest, store: FeedbackStore, counters: HarvestCounters,
                  max_pending_rows: int = 50_000, clock: Callable[[], int] = now_ms) -> None:
         self.harvest, self.store, self.counters, self.clock = harvest, store, counters, clock
@@ -56,7 +57,6 @@ class Harvester:
         self._failures = 0
         self._retry_at = 0.0  # time.monotonic() before which a failed write is not tried again
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None  # the write in its thread, awaited whole at stop
 
     def add(self, joined: Joined, at_ms: int) -> None:
@@ -74,14 +74,8 @@ class Harvester:
         if self.harvest.full():
             self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._cancel()
         if self._writing is not None:  # a cancelled wait does not stop the thread: let it finish first
             with contextlib.suppress(Exception):
                 await self._writing

@@ -19,7 +19,6 @@ sent whatever its size once it spans MAX_CARRY_MS. `LiveWindows` is pure (the cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -35,6 +34,7 @@ from prometheus_client import Histogram as PromHistogram
 from flywheel import features as fx
 from flywheel.catalogue import Service
 from flywheel.events import envelope, now_ms
+from flywheel_serving.background import BackgroundLoop
 from flywheel_serving.core import Joined, Prediction
 from flywheel_serving.inputs import Profile
 from flywheel_serving.ports import Publisher
@@ -160,23 +160,16 @@ class LiveCounters:
                                      buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300), registry=registry)
 
 
-class LiveEmitter:
+class LiveEmitter(BackgroundLoop):
     """Closes the windows at each boundary and publishes their events in a worker thread."""
 
     def __init__(self, windows: LiveWindows, publisher: Publisher, counters: LiveCounters,
                  clock: Callable[[], int] = now_ms) -> None:
         self.windows, self.publisher, self.counters, self.clock = windows, publisher, counters, clock
         self._pending: deque[tuple[dict[str, Any], float | None]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._cancel()
         for closed in self.windows.close(self.clock() + 1, everything=True):  # nothing observed is left behind
             self._keep(closed)
         await asyncio.to_thread(self.publish_pending)

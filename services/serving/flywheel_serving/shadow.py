@@ -15,7 +15,6 @@ version that answers, so the monitor's rules never fire on a version no client s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections import OrderedDict, deque
@@ -26,6 +25,7 @@ from typing import Any
 from flywheel.catalogue import Service
 from flywheel.events import envelope, now_ms
 from flywheel.mcnemar import mcnemar_exact_p
+from flywheel_serving.background import BackgroundLoop
 from flywheel_serving.ports import Publisher
 
 log = logging.getLogger(__name__)
@@ -141,23 +141,16 @@ def evaluated_record(model: str, production: str, candidate: str, w: _Window, en
             "b": w.b, "c": w.c, "p_value": mcnemar_exact_p(w.b, w.c), "replica": replica}
 
 
-class ShadowEmitter:
+class ShadowEmitter(BackgroundLoop):
     """Closes the shadow windows at each boundary and publishes them in a worker thread."""
 
     def __init__(self, windows: ShadowWindows, publisher: Publisher, on_outcome: Callable[[str], None],
                  clock: Callable[[], int] = now_ms) -> None:
         self.windows, self.publisher, self.on_outcome, self.clock = windows, publisher, on_outcome, clock
         self._pending: deque[dict[str, Any]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._cancel()
         self._keep(self.windows.close(self.clock() + 1, everything=True))
         await asyncio.to_thread(self.publish_pending)
 
