@@ -59,7 +59,9 @@ def test_service_topic_lists_are_the_catalogue_s(service: str) -> None:
     assert set(topics.PRODUCES) == set(produced_by(service)), "single writer per topic"
     assert set(topics.CONSUMES) == set(consumed_by(service))
     assert set(topics.REPLAYS) == set(replayed_by(service))
-    assert not set(topics.CONSUMES) & set(topics.PRODUCES)
+    # The one exception: serving replicas hand feedback to each other (docs/decisions/0007-serving.md).
+    peers = {"serving.feedback-forwarded"} if service == "serving" else set()
+    assert set(topics.CONSUMES) & set(topics.PRODUCES) == peers
 
 
 def test_every_consumer_and_replayer_is_a_running_service() -> None:

@@ -143,8 +143,9 @@ def test_prometheus_scrapes_each_service_by_its_service_name() -> None:
 
 # What the fault tier proves per service (docs/reliability.md): two live ingest, orchestrator and monitor
 # processes are fenced (tests/fault/test_fault_ingest_replicas.py, test_fault_orchestrator_replicas.py,
-# test_fault_monitor_replicas.py); serving's replicas answer alone, but a label must reach the one that answered.
-PROVEN_REPLICAS = {"ingest": 2, "orchestrator": 2, "monitor": 2, "serving": 1}
+# test_fault_monitor_replicas.py); serving's replicas answer alone and hand feedback to the one that answered
+# (tests/integration/test_serving_replicas.py), and its HorizontalPodAutoscaler starts from these two.
+PROVEN_REPLICAS = {"ingest": 2, "orchestrator": 2, "monitor": 2, "serving": 2}
 SIDE_BY_SIDE_SAFE = {"ingest", "orchestrator", "monitor", "serving"}
 
 

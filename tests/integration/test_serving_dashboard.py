@@ -52,7 +52,8 @@ def scraped(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     StageStore(s3, bucket).update(MODEL, lambda s: lc.start_shadow(lc.register(s, "v4", uris["v4"], at=at), "v4",
                                                                    at=at, reason="gate"))
     env = {**stack.env(), "FLYWHEEL_MODELS": MODEL, "FLYWHEEL_HARVEST_ENABLED": "false", "FLYWHEEL_CACHE_DIR": str(work / "cache"),
-           "FLYWHEEL_TORCH_THREADS": "1", "FLYWHEEL_LOG_FORMAT": "json", "FLYWHEEL_SHADOW_FRACTION": "1.0"}
+           "FLYWHEEL_TORCH_THREADS": "1", "FLYWHEEL_LOG_FORMAT": "json", "FLYWHEEL_SHADOW_FRACTION": "1.0",
+           "FLYWHEEL_FEEDBACK_FORWARD": "false"}  # one replica: an unknown id is counted on the unknown panel
     serving = ServiceProcess("serving", free_port(), env, work / "serving.log")
     serving.start()
     prom = None

@@ -113,7 +113,7 @@ def test_live_pairs_promote_the_shadowed_candidate_and_serving_swaps_to_it(servi
                             {"id": f"{MODEL}-r{i}", "label": "b" if label == "a" else "a"})
         assert status == 200 and body["correct"] == 0
     status, _ = post(f"{services.url}/v2/models/{MODEL}/feedback", {"id": "never-answered", "label": "a"})
-    assert status == 404
+    assert status == 202  # not answered here: forwarded to the other replicas (docs/decisions/0007-serving.md)
 
     [promoted] = wait_for(lambda: mine(bus, "model.version-promoted"), "the shadow promotion", timeout=90)
     assert promoted["model_version"] == "v2" and promoted["previous_version"] == "v1"
@@ -130,7 +130,8 @@ def test_live_pairs_promote_the_shadowed_candidate_and_serving_swaps_to_it(servi
              "serving swapped to the promoted candidate", timeout=60)
     text = metrics(services.url)
     assert f'flywheel_serving_shadow_feedback_total{{model="{MODEL}",outcome="correct",role="shadow"}} {PAIRS}.0' in text
-    assert f'flywheel_serving_feedback_unknown_total{{model="{MODEL}"}} 1.0' in text
+    assert f'flywheel_serving_feedback_forwarded_total{{model="{MODEL}"}} 1.0' in text  # and joined nowhere
+    assert f'flywheel_serving_feedback_forwarded_received_total{{model="{MODEL}"' not in text
     assert f'flywheel_serving_shadow_version_info{{model="{MODEL}"' not in text  # promoted: no shadow left
 
 

@@ -20,10 +20,11 @@ from flywheel.publish import KafkaPublisher
 from flywheel.settings import FlywheelSettings
 from flywheel.topicreader import group_id
 from flywheel_serving.core import Target
-from flywheel_serving.events import target_of
+from flywheel_serving.events import forwarded_of, target_of
 from flywheel_serving.inputs import FeaturePredictor, load_reference
 from flywheel_serving.topics import (
     DEAD_LETTER_TOPIC,
+    FORWARDED_TOPIC,
     REGISTERED_TOPIC,
     REJECTED_TOPIC,
     SERVICE,
@@ -145,11 +146,13 @@ class EventFollower:
     def __init__(self, settings: FlywheelSettings, codec: AvroCodec, topics: tuple[str, ...],
                  on_target: Callable[[Target], None], on_registered: Callable[[Target], None], publisher: Any,
                  on_dead_letter: Callable[[], None], on_shadowed: Callable[[Target], None] | None = None,
-                 on_rejected: Callable[[Target], None] | None = None) -> None:
+                 on_rejected: Callable[[Target], None] | None = None,
+                 on_forwarded: Callable[[str, str, list[str], str], None] | None = None) -> None:
         self.settings, self.codec, self.topics = settings, codec, topics
         self.on_target, self.on_registered = on_target, on_registered
         self.on_shadowed = on_shadowed or (lambda target: None)
         self.on_rejected = on_rejected or (lambda target: None)
+        self.on_forwarded = on_forwarded or (lambda model, request_id, labels, origin: None)
         self.publisher, self.on_dead_letter = publisher, on_dead_letter
         self.started, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-follower", daemon=True)
@@ -187,11 +190,17 @@ class EventFollower:
 
     def _handle(self, message: Any) -> None:
         try:
-            target = target_of(message.topic(), decode_for_topic(self.codec, message.topic(), message.value()).record)
+            record = decode_for_topic(self.codec, message.topic(), message.value()).record
+            if message.topic() == FORWARDED_TOPIC:  # feedback another replica could not join
+                forwarded = forwarded_of(message.topic(), record)
+            else:
+                target = target_of(message.topic(), record)
         except Exception as exc:
             self._dead_letter(message, exc)
             return
-        if message.topic() == REGISTERED_TOPIC:
+        if message.topic() == FORWARDED_TOPIC:
+            self.on_forwarded(*forwarded)
+        elif message.topic() == REGISTERED_TOPIC:
             self.on_registered(target)
         elif message.topic() == SHADOWED_TOPIC:
             self.on_shadowed(target)

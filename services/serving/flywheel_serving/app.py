@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from flywheel_serving.adapters import (
     TransformersLoader,
 )
 from flywheel_serving.core import Limits, RecentPredictions
-from flywheel_serving.handlers import Handlers, register
+from flywheel_serving.handlers import Forwarding, Handlers, register
 from flywheel_serving.harvest import Harvest, HarvestConfig, replica_name
 from flywheel_serving.harvest_store import FeedbackStore, S3FeedbackStore
 from flywheel_serving.harvester import HarvestCounters, Harvester
@@ -33,7 +34,7 @@ from flywheel_serving.models import ModelManager
 from flywheel_serving.ports import ArtifactStore, ModelLoader, Publisher, StageReader
 from flywheel_serving.settings import ServingSettings
 from flywheel_serving.shadow import ShadowEmitter, ShadowWindows
-from flywheel_serving.topics import CONSUMES, REGISTERED_TOPIC
+from flywheel_serving.topics import CONSUMES, FORWARDED_TOPIC, REGISTERED_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,24 @@ def create_app(settings: ServingSettings, parts: Parts | None = None) -> FastAPI
     live = LiveWindows(settings.metrics_window_s, settings.metrics_min_samples)
     emitter = LiveEmitter(live, parts.publisher, LiveCounters(metrics.registry))
     harvester = build_harvester(settings, parts.feedback, metrics)
-    topics = tuple(t for t in CONSUMES if settings.prefetch_registered or t != REGISTERED_TOPIC)
+    limits = Limits(settings.max_texts_per_request, settings.max_request_bytes)
+    recent = RecentPredictions(settings.feedback_capacity, settings.feedback_text_chars)
+    handlers = Handlers(manager, metrics, limits, recent, live, harvester, shadow)
+    forward = settings.feedback_forward and settings.follow_events  # forwarded labels arrive through the follower
+    if forward:  # unique per process: a restarted replica is a new origin
+        handlers.forwarding = Forwarding(parts.publisher, f"{settings.replica_id or socket.gethostname()}-"
+                                                          f"{uuid.uuid4().hex[:8]}")
+    topics = tuple(t for t in CONSUMES if (settings.prefetch_registered or t != REGISTERED_TOPIC)
+                   and (forward or t != FORWARDED_TOPIC))
     follower = (EventFollower(settings, build_codec(settings), topics, manager.want_from_thread,
                               manager.prefetch_from_thread, parts.publisher, metrics.dead_letters.inc,
-                              manager.shadow_from_thread, manager.rejected_from_thread)
+                              manager.shadow_from_thread, manager.rejected_from_thread,
+                              handlers.forwarded_from_thread)
                 if settings.follow_events else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        handlers.loop = asyncio.get_running_loop()
         if follower is not None:  # follow first: what is published after the stage read still arrives
             following = await asyncio.to_thread(follower.start, settings.stage_read_timeout_s)
             if not following:
@@ -126,7 +137,6 @@ def create_app(settings: ServingSettings, parts: Parts | None = None) -> FastAPI
     api = FastAPI(title="flywheel-serving", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     api.state.manager = manager
     api.state.harvester = harvester
-    limits = Limits(settings.max_texts_per_request, settings.max_request_bytes)
-    recent = RecentPredictions(settings.feedback_capacity, settings.feedback_text_chars)
-    register(api, Handlers(manager, metrics, limits, recent, live, harvester, shadow), metrics)
+    api.state.handlers = handlers
+    register(api, handlers, metrics)
     return api

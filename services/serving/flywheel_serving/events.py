@@ -7,6 +7,7 @@ from typing import Any
 from flywheel.events import envelope
 from flywheel_serving.core import Target
 from flywheel_serving.topics import (
+    FORWARDED_TOPIC,
     PROMOTED_TOPIC,
     REGISTERED_TOPIC,
     REJECTED_TOPIC,
@@ -31,6 +32,20 @@ def target_of(topic_name: str, record: dict[str, Any]) -> Target:
 
 def _plain_envelope(env: dict[str, Any]) -> dict[str, Any]:
     return {"event_id": env["event_id"], "correlation_id": env["correlation_id"]}
+
+
+def feedback_forwarded(model_id: str, request_id: str, labels: list[str], origin: str, received_at: int,
+                       producer: str) -> dict[str, Any]:
+    """FeedbackForwarded: labels this replica could not join, for the replica that answered `request_id`."""
+    return {"envelope": envelope(producer, correlation_id=request_id), "model_id": model_id,
+            "request_id": request_id, "labels": list(labels), "origin_replica": origin, "received_at": received_at}
+
+
+def forwarded_of(topic_name: str, record: dict[str, Any]) -> tuple[str, str, list[str], str]:
+    """(model_id, request_id, labels, origin replica) of a FeedbackForwarded record."""
+    if topic_name != FORWARDED_TOPIC:
+        raise ValueError(f"not forwarded feedback: {topic_name}")
+    return record["model_id"], record["request_id"], list(record["labels"]), record["origin_replica"]
 
 
 def load_failed(target: Target, serving_version: str | None, reason: str, producer: str) -> dict[str, Any]:

@@ -5,11 +5,13 @@ client sends takes the server down."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
 from collections import Counter as Tally
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +25,7 @@ from flywheel_serving.core import (
     Answer,
     BadRequest,
     InferRequest,
+    Joined,
     Limits,
     RecentPredictions,
     Served,
@@ -32,11 +35,14 @@ from flywheel_serving.core import (
     parse_infer,
     parse_simple,
 )
+from flywheel_serving.events import feedback_forwarded
 from flywheel_serving.harvester import Harvester
 from flywheel_serving.live import LiveWindows
 from flywheel_serving.metrics import ServingMetrics
 from flywheel_serving.models import ModelManager
+from flywheel_serving.ports import Publisher
 from flywheel_serving.shadow import ShadowWindows
+from flywheel_serving.topics import FORWARDED_TOPIC, SERVICE
 
 log = logging.getLogger(__name__)
 SERVER = {"name": "flywheel-serving", "version": "0.1.0", "extensions": []}
@@ -53,7 +59,19 @@ def request_id_of(request: Request) -> str:
     return given if 0 < len(given) <= 256 else uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class Forwarding:
+    """Feedback across replicas (docs/decisions/0007-serving.md): labels for an id this replica did not answer go
+    to serving.feedback-forwarded; `origin` names this process, whose own forwarded labels it skips."""
+
+    publisher: Publisher
+    origin: str
+
+
 class Handlers:
+    loop: asyncio.AbstractEventLoop | None = None  # set at start-up: forwarded labels hop onto it
+    forwarding: Forwarding | None = None  # None: an unknown id is counted and dropped (404)
+
     def __init__(self, manager: ModelManager, metrics: ServingMetrics, limits: Limits,
                  recent: RecentPredictions, live: LiveWindows | None = None,
                  harvester: Harvester | None = None, shadow: ShadowWindows | None = None) -> None:
@@ -108,17 +126,27 @@ class Handlers:
         return reply(200, infer_response(model, parsed.request_id or rid, answer, parsed.outputs), rid)
 
     async def feedback(self, request: Request, model: str) -> Response:
-        """The true label(s) of an answered request: joined to its prediction once; unknown ids counted."""
-        rid = request_id_of(request)
+        """The true label(s) of an answered request: joined to its prediction once. An id not answered here is
+        forwarded to the other replicas (202) or, without forwarding (or for a model not served here, as replicas
+        serve the same models), counted as unknown and dropped (404)."""
+        rid, received_at = request_id_of(request), now_ms()
         try:
             request_id, labels = parse_feedback(await request.body(), self.limits)
             joined = self.recent.join(model, request_id, labels)
         except BadRequest as exc:
             return reply(exc.status, {"error": exc.reason}, rid)
+        if joined is None and self.forwarding is not None and model in self.manager.current:
+            return await self._forward(model, request_id, labels, received_at, rid)
         if joined is None:
             self.metrics.feedback_unknown.labels(self._known(model)).inc()
             return reply(404, {"error": f"no recent prediction {request_id!r} of {model!r} (unknown, already "
                                         "labelled or forgotten): dropped"}, rid)
+        self._apply(model, request_id, joined, labels)
+        return reply(200, {"id": request_id, "model_version": joined.version, "count": len(joined.pairs),
+                           "correct": joined.correct}, rid)
+
+    def _apply(self, model: str, request_id: str, joined: Joined, labels: list[str]) -> None:
+        """One join, wherever its labels came in: live windows, harvest, shadow pairs, counters."""
         if self.live is not None:
             self.live.joined(joined, now_ms())
         if self.harvester is not None:
@@ -128,8 +156,44 @@ class Handlers:
         for outcome, count in (("correct", correct), ("incorrect", len(joined.pairs) - correct)):
             if count:
                 self.metrics.feedback.labels(model, joined.version, outcome).inc(count)
-        return reply(200, {"id": request_id, "model_version": joined.version, "count": len(joined.pairs),
-                           "correct": correct}, rid)
+
+    async def _forward(self, model: str, request_id: str, labels: list[str], received_at: int,
+                       rid: str) -> Response:
+        assert self.forwarding is not None
+        record = feedback_forwarded(model, request_id, labels, self.forwarding.origin, received_at, SERVICE)
+        try:  # acknowledged by the broker before the 202: a forwarded label is not lost silently
+            await asyncio.to_thread(self.forwarding.publisher.publish, FORWARDED_TOPIC, record)
+        except Exception as exc:
+            log.warning("feedback could not be forwarded: %s: %s", type(exc).__name__, exc,
+                        extra={"model_id": model, "request_id": request_id})
+            return reply(503, {"error": f"prediction {request_id!r} was not answered here and its feedback could "
+                                        f"not be forwarded ({type(exc).__name__}): retry"}, rid)
+        self.metrics.feedback_forwarded.labels(self._known(model)).inc()
+        log.debug("feedback forwarded", extra={"model_id": model, "request_id": request_id,
+                                               "event_id": record["envelope"]["event_id"]})
+        return reply(202, {"id": request_id, "forwarded": True}, rid)
+
+    def forwarded(self, model: str, request_id: str, labels: list[str], origin: str) -> None:
+        """Forwarded feedback (on the event loop): joined when this replica answered `request_id`, the same way
+        as feedback posted here; ignored otherwise, and never forwarded again (no loops)."""
+        if self.forwarding is not None and origin == self.forwarding.origin:
+            return
+        try:
+            joined = self.recent.join(model, request_id, labels)
+        except BadRequest as exc:
+            self.metrics.feedback_forwarded_received.labels(model, "refused").inc()
+            log.warning("forwarded feedback refused: %s", exc.reason, extra={"model_id": model,
+                                                                              "request_id": request_id})
+            return
+        if joined is None:  # answered by another replica (or forgotten)
+            return
+        self.metrics.feedback_forwarded_received.labels(model, "joined").inc()
+        self._apply(model, request_id, joined, labels)
+
+    def forwarded_from_thread(self, model: str, request_id: str, labels: list[str], origin: str) -> None:
+        """For the event follower's thread: hand a forwarded label to the event loop."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.forwarded, model, request_id, labels, origin)
 
     def _pair_shadow(self, model: str, request_id: str, version: str, labels: list[str]) -> None:
         scored = self.manager.shadow_book.take(model, request_id)

@@ -33,6 +33,15 @@ class ServingMetrics:
         self.feedback_unknown = Counter("flywheel_serving_feedback_unknown_total", "Feedback for request ids "
                                         "never answered here or already forgotten: counted and dropped.",
                                         ["model"], registry=r)
+        # feedback across replicas (serving.feedback-forwarded, docs/decisions/0007-serving.md): ids unknown
+        # fleet-wide = sum(forwarded) - sum(forwarded_received{outcome="joined"}) over the replicas
+        self.feedback_forwarded = Counter("flywheel_serving_feedback_forwarded_total", "Feedback for request ids "
+                                          "not answered here, forwarded to the other replicas.", ["model"],
+                                          registry=r)
+        self.feedback_forwarded_received = Counter(
+            "flywheel_serving_feedback_forwarded_received_total", "Forwarded feedback for request ids answered "
+            "here, by outcome (joined; refused: labels that do not fit the prediction).", ["model", "outcome"],
+            registry=r)
         # shadow evaluation (shadow.py, docs/decisions/0013-shadow-evaluation.md)
         self.shadow_version = Gauge("flywheel_serving_shadow_version_info", "1 for the candidate each model "
                                     "shadows.", ["model", "version"], registry=r)

@@ -38,6 +38,10 @@ class ServingSettings(FlywheelSettings):
     stage_read_timeout_s: float = Field(default=30.0, gt=0)
     # Answers kept for joining feedback (POST /v2/models/{m}/feedback), by request id, oldest dropped first.
     feedback_capacity: int = Field(default=100_000, ge=0)
+    # Feedback for an id this replica did not answer goes to serving.feedback-forwarded, which every replica
+    # follows, and the replica that answered joins it (202 {"forwarded": true}); needs follow_events. Off: such
+    # feedback is counted as unknown and dropped (404).
+    feedback_forward: bool = True
     # Live metrics (live.py): model.metrics-observed per (model, version) every window; a window with fewer
     # labelled (or answered) texts than min_samples carries over into the next one.
     metrics_window_s: float = Field(default=10.0, gt=0, le=3600)

@@ -15,4 +15,6 @@ LOAD_FAILED_TOPIC = "model.load-failed"
 # Shadow evaluation (shadow.py): a candidate to shadow, and a rejection that ends a shadow.
 SHADOWED_TOPIC = "model.version-shadowed"
 REJECTED_TOPIC = "model.version-rejected"
+# Feedback for a request another replica answered, handed to that replica (docs/decisions/0007-serving.md).
+FORWARDED_TOPIC = "serving.feedback-forwarded"
 DEAD_LETTER_TOPIC = dead_letter_topic(SERVICE).name
