@@ -65,7 +65,7 @@ def test_dataset_version_yields_one_real_fine_tune_registered_with_artifact(stac
     platform = orchestrator(stack, tmp_path, model_id)
     watch = watcher()
     try:
-        ready = publish(model_id, "v1", make_examples(48, seed=3))
+        ready = publish(model_id, "v1", make_examples(160, seed=3))  # enough steps to beat the baseline every seed
         # Topics are consumed independently: wait for each event, not only for the last one sent.
         for topic in ("training.run-started", "training.run-succeeded", "model.version-registered"):
             seed.wait_for(watch, topic, model_id, timeout_s=240)
