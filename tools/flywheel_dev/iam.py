@@ -418,26 +418,24 @@ def sagemaker_execution_policy(place: Place, s: OrchestratorSettings) -> dict[st
     return {"Version": "2012-10-17", "Statement": sts}
 
 
-def irsa_trust(place: Place, d: Deployed) -> dict[str, Any]:
+def web_identity_trust(place: Place, subject: str | list[str]) -> dict[str, Any]:
+    """IRSA trust: the cluster's OIDC provider, for the ServiceAccount subject(s) given (any one of a list)."""
     issuer = f"oidc.eks.{place.region}.amazonaws.com/id/{OIDC_ID}"
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow",
         "Principal": {"Federated": f"arn:aws:iam::{place.account}:oidc-provider/{issuer}"},
         "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {f"{issuer}:sub": f"system:serviceaccount:{d.namespace}:{d.service_account}",
-                                       f"{issuer}:aud": "sts.amazonaws.com"}},
+        "Condition": {"StringEquals": {f"{issuer}:sub": subject, f"{issuer}:aud": "sts.amazonaws.com"}},
     }]}
+
+
+def irsa_trust(place: Place, d: Deployed) -> dict[str, Any]:
+    return web_identity_trust(place, f"system:serviceaccount:{d.namespace}:{d.service_account}")
 
 
 def flyte_tasks_trust(place: Place, tasks: FlyteTasks) -> dict[str, Any]:
     """IRSA trust for the task pods of each domain of the orchestrator's Flyte project (any one subject)."""
-    issuer = f"oidc.eks.{place.region}.amazonaws.com/id/{OIDC_ID}"
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Principal": {"Federated": f"arn:aws:iam::{place.account}:oidc-provider/{issuer}"},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {f"{issuer}:sub": list(tasks.subjects), f"{issuer}:aud": "sts.amazonaws.com"}},
-    }]}
+    return web_identity_trust(place, list(tasks.subjects))
 
 
 def sagemaker_trust(place: Place) -> dict[str, Any]:

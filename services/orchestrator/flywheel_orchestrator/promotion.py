@@ -88,14 +88,21 @@ def judge(stages: ModelStages, version: str, registration: Mapping[str, Any], co
     return _significance(version, champion, evidence, policy)
 
 
-def _significance(version: str, champion: str, evidence: dict[str, float], policy: GatePolicy) -> Verdict:
-    delta, p_value = evidence["delta"], evidence["p_value"]
+def _shortfalls(evidence: Mapping[str, float], policy: GatePolicy, prefix: str = "") -> list[str]:
+    """Why a challenger is not better by the gate's rule (margin and McNemar); evidence keys carry `prefix`
+    ("" offline, "live_" in shadow)."""
+    delta, p_value, what = evidence[f"{prefix}delta"], evidence[f"{prefix}p_value"], prefix.replace("_", " ")
     shortfalls = []
     if delta + EPSILON < policy.margin:
-        shortfalls.append(f"accuracy delta {delta:+.4f} is below the margin {policy.margin:.4f}")
+        shortfalls.append(f"{what}accuracy delta {delta:+.4f} is below the margin {policy.margin:.4f}")
     if p_value >= policy.alpha:
-        shortfalls.append(f"McNemar p-value {p_value:.4g} is not below alpha {policy.alpha:g} "
-                          f"(b={evidence.get('b', 0):.0f}, c={evidence.get('c', 0):.0f})")
+        shortfalls.append(f"{what}McNemar p-value {p_value:.4g} is not below alpha {policy.alpha:g} "
+                          f"(b={evidence.get(f'{prefix}b', 0):.0f}, c={evidence.get(f'{prefix}c', 0):.0f})")
+    return shortfalls
+
+
+def _significance(version: str, champion: str, evidence: dict[str, float], policy: GatePolicy) -> Verdict:
+    shortfalls = _shortfalls(evidence, policy)
     if shortfalls:
         return Verdict(version, False, f"not better than champion {champion}: " + "; ".join(shortfalls),
                        champion, evidence)
@@ -163,13 +170,7 @@ def shadow_verdict(stages: ModelStages, version: str, now_ms: int, policy: GateP
             return Verdict(version, False, f"only {n} live pairs of the {policy.shadow_min_pairs} needed within "
                            f"{policy.shadow_max_s:g}s in shadow", champion, evidence)
         return None
-    delta, p_value = evidence["live_delta"], evidence["live_p_value"]
-    shortfalls = []
-    if delta + EPSILON < policy.margin:
-        shortfalls.append(f"live accuracy delta {delta:+.4f} is below the margin {policy.margin:.4f}")
-    if p_value >= policy.alpha:
-        shortfalls.append(f"live McNemar p-value {p_value:.4g} is not below alpha {policy.alpha:g} "
-                          f"(b={evidence['live_b']:.0f}, c={evidence['live_c']:.0f})")
+    shortfalls = _shortfalls(evidence, policy, "live_")
     if shortfalls:
         return Verdict(version, False, f"not better than production {champion} on {n} live pairs: "
                        + "; ".join(shortfalls), champion, evidence)

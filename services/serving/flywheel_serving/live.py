@@ -34,7 +34,7 @@ from prometheus_client import Histogram as PromHistogram
 from flywheel import features as fx
 from flywheel.catalogue import Service
 from flywheel.events import envelope, now_ms
-from flywheel_serving.background import BackgroundLoop
+from flywheel_serving.background import WindowEmitter
 from flywheel_serving.core import Joined, Prediction
 from flywheel_serving.inputs import Profile
 from flywheel_serving.ports import Publisher
@@ -160,8 +160,10 @@ class LiveCounters:
                                      buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300), registry=registry)
 
 
-class LiveEmitter(BackgroundLoop):
+class LiveEmitter(WindowEmitter):
     """Closes the windows at each boundary and publishes their events in a worker thread."""
+
+    what = "live metrics"
 
     def __init__(self, windows: LiveWindows, publisher: Publisher, counters: LiveCounters,
                  clock: Callable[[], int] = now_ms) -> None:
@@ -174,17 +176,9 @@ class LiveEmitter(BackgroundLoop):
             self._keep(closed)
         await asyncio.to_thread(self.publish_pending)
 
-    async def _run(self) -> None:
-        while True:
-            boundary = self.windows.next_boundary(self.clock())
-            await asyncio.sleep(max(0.0, (boundary - self.clock()) / 1000))
-            try:
-                for closed in self.windows.close(boundary):
-                    self._keep(closed)
-                if self._pending:
-                    await asyncio.to_thread(self.publish_pending)
-            except Exception:  # live metrics must never stop; what was kept goes at the next boundary
-                log.exception("live metrics: closing the window ending %d failed", boundary)
+    def _close(self, boundary_ms: int) -> None:
+        for closed in self.windows.close(boundary_ms):
+            self._keep(closed)
 
     def _keep(self, closed: Closed) -> None:
         for i, record in enumerate(closed.records):

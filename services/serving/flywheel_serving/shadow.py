@@ -25,7 +25,7 @@ from typing import Any
 from flywheel.catalogue import Service
 from flywheel.events import envelope, now_ms
 from flywheel.mcnemar import mcnemar_exact_p
-from flywheel_serving.background import BackgroundLoop
+from flywheel_serving.background import WindowEmitter
 from flywheel_serving.ports import Publisher
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,10 @@ def evaluated_record(model: str, production: str, candidate: str, w: _Window, en
             "b": w.b, "c": w.c, "p_value": mcnemar_exact_p(w.b, w.c), "replica": replica}
 
 
-class ShadowEmitter(BackgroundLoop):
+class ShadowEmitter(WindowEmitter):
     """Closes the shadow windows at each boundary and publishes them in a worker thread."""
+
+    what = "shadow evaluation"
 
     def __init__(self, windows: ShadowWindows, publisher: Publisher, on_outcome: Callable[[str], None],
                  clock: Callable[[], int] = now_ms) -> None:
@@ -154,16 +156,8 @@ class ShadowEmitter(BackgroundLoop):
         self._keep(self.windows.close(self.clock() + 1, everything=True))
         await asyncio.to_thread(self.publish_pending)
 
-    async def _run(self) -> None:
-        while True:
-            boundary = self.windows.next_boundary(self.clock())
-            await asyncio.sleep(max(0.0, (boundary - self.clock()) / 1000))
-            try:
-                self._keep(self.windows.close(boundary))
-                if self._pending:
-                    await asyncio.to_thread(self.publish_pending)
-            except Exception:  # never stops; what was kept goes at the next boundary
-                log.exception("shadow evaluation: closing the window ending %d failed", boundary)
+    def _close(self, boundary_ms: int) -> None:
+        self._keep(self.windows.close(boundary_ms))
 
     def _keep(self, records: list[dict[str, Any]]) -> None:
         self._pending.extend(records)
